@@ -137,7 +137,11 @@ fn every_entry_is_well_formed_and_its_tests_exist() {
             }
         }
     }
-    assert!(problems.is_empty(), "ledger problems:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "ledger problems:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
