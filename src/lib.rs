@@ -18,6 +18,8 @@ pub mod engine;
 pub mod error;
 pub mod gaussian;
 pub mod ncsn;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
