@@ -120,12 +120,7 @@ pub trait Sde: Send + Sync {
     // ANCHOR: euler_discretize
     /// One forward step `x -> x + F + G z` of an `n_steps` discretisation at time `t`.
     /// The default is Euler-Maruyama: `F = f(x, t) Δt`, `G = g(t) √Δt`, `Δt = T / n_steps`.
-    fn discretize(
-        &self,
-        x: ArrayView2<f64>,
-        t: f64,
-        n_steps: usize,
-    ) -> Result<(Array2<f64>, f64)> {
+    fn discretize(&self, x: ArrayView2<f64>, t: f64, n_steps: usize) -> Result<(Array2<f64>, f64)> {
         if n_steps == 0 {
             return Err(Error::param("n_steps", "must be at least 1"));
         }

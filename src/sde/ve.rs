@@ -80,12 +80,7 @@ impl Sde for VeSde {
 
     /// The SMLD step into level `k` nearest `t`: `F = 0`, `G = sqrt(sigma_k² - sigma_{k-1}²)`
     /// with `sigma_{-1} = 0`, so level `k` has total variance exactly `sigma_k²`.
-    fn discretize(
-        &self,
-        x: ArrayView2<f64>,
-        t: f64,
-        n_steps: usize,
-    ) -> Result<(Array2<f64>, f64)> {
+    fn discretize(&self, x: ArrayView2<f64>, t: f64, n_steps: usize) -> Result<(Array2<f64>, f64)> {
         let k = level_index(t, self.t_end(), n_steps)?;
         let s = self.discrete_sigma(k, n_steps);
         let prev = if k == 0 {

@@ -85,12 +85,7 @@ impl Sde for VpSde {
 
     /// The DDPM step into level `k` nearest `t`: `x_k = sqrt(1 - beta_k) x_{k-1} + sqrt(beta_k) z`,
     /// i.e. `F = (sqrt(1 - beta_k) - 1) x`, `G = sqrt(beta_k)`, `beta_k = beta(t_k) / n`.
-    fn discretize(
-        &self,
-        x: ArrayView2<f64>,
-        t: f64,
-        n_steps: usize,
-    ) -> Result<(Array2<f64>, f64)> {
+    fn discretize(&self, x: ArrayView2<f64>, t: f64, n_steps: usize) -> Result<(Array2<f64>, f64)> {
         check_levels(&self.beta, n_steps)?;
         let k = level_index(t, self.t_end(), n_steps)?;
         let b = self.discrete_beta(k, n_steps);
