@@ -23,7 +23,10 @@ impl DiagGaussian {
         check_finite("mean", mean.iter())?;
         check_finite("var", var.iter())?;
         if let Some(v) = var.iter().find(|&&v| v <= 0.0) {
-            return Err(Error::param("var", format!("variances must be > 0, got {v}")));
+            return Err(Error::param(
+                "var",
+                format!("variances must be > 0, got {v}"),
+            ));
         }
         Ok(Self { mean, var })
     }

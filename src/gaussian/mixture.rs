@@ -34,16 +34,25 @@ impl GaussianMixture {
     /// a weight that is negative or non-finite, or weights whose sum is not 1 (to `1e-9`).
     pub fn new(weights: Array1<f64>, components: Vec<MvGaussian>) -> Result<Self> {
         if components.is_empty() {
-            return Err(Error::param("components", "a mixture needs at least one component"));
+            return Err(Error::param(
+                "components",
+                "a mixture needs at least one component",
+            ));
         }
         check_len("weights", weights.len(), components.len())?;
         check_finite("weights", weights.iter())?;
         if let Some(w) = weights.iter().find(|&&w| w < 0.0) {
-            return Err(Error::param("weights", format!("weights must be >= 0, got {w}")));
+            return Err(Error::param(
+                "weights",
+                format!("weights must be >= 0, got {w}"),
+            ));
         }
         let sum = weights.sum();
         if (sum - 1.0).abs() > WEIGHT_SUM_TOL {
-            return Err(Error::param("weights", format!("weights sum to {sum}, not 1")));
+            return Err(Error::param(
+                "weights",
+                format!("weights sum to {sum}, not 1"),
+            ));
         }
         let d = components[0].dim();
         for c in &components {
@@ -191,7 +200,9 @@ impl GaussianMixture {
     pub fn log_density_batch(&self, x: ArrayView2<f64>) -> Result<Array1<f64>> {
         check_len("row", x.ncols(), self.dim())?;
         Ok(Array1::from_iter(
-            x.rows().into_iter().map(|r| log_sum_exp(&self.joint_log(r))),
+            x.rows()
+                .into_iter()
+                .map(|r| log_sum_exp(&self.joint_log(r))),
         ))
     }
 
@@ -298,7 +309,11 @@ impl GaussianMixture {
     /// The exact conditional mixture of the unobserved coordinates (in increasing order) given
     /// `x[observed] = values`: component `k` becomes its Gaussian conditional and its weight
     /// becomes `w_k N(x_o; μ_{k,o}, Σ_{k,oo}) / Σ_j w_j N(x_o; μ_{j,o}, Σ_{j,oo})`.
-    pub fn conditional(&self, observed: &[usize], values: ArrayView1<f64>) -> Result<GaussianMixture> {
+    pub fn conditional(
+        &self,
+        observed: &[usize],
+        values: ArrayView1<f64>,
+    ) -> Result<GaussianMixture> {
         check_indices(observed, self.dim())?;
         let mut comps = Vec::with_capacity(self.components.len());
         let mut lw = Vec::with_capacity(self.components.len());

@@ -11,9 +11,7 @@ pub mod special;
 pub use diag::DiagGaussian;
 pub use mixture::GaussianMixture;
 pub use mvn::{Cholesky, MvGaussian};
-pub use special::{
-    log_std_normal_cdf, std_normal_cdf, std_normal_log_pdf, std_normal_pdf, LN_2PI,
-};
+pub use special::{log_std_normal_cdf, std_normal_cdf, std_normal_log_pdf, std_normal_pdf, LN_2PI};
 
 use crate::error::{Error, Result};
 

@@ -236,7 +236,9 @@ impl MvGaussian {
     pub fn log_density_batch(&self, x: ArrayView2<f64>) -> Result<Array1<f64>> {
         check_len("row", x.ncols(), self.dim())?;
         Ok(Array1::from_iter(
-            x.rows().into_iter().map(|r| self.log_density_whitened(&self.whiten(r))),
+            x.rows()
+                .into_iter()
+                .map(|r| self.log_density_whitened(&self.whiten(r))),
         ))
     }
 
@@ -307,12 +309,14 @@ impl MvGaussian {
     pub fn marginal(&self, idx: &[usize]) -> Result<MvGaussian> {
         check_indices(idx, self.dim())?;
         if idx.is_empty() {
-            return Err(Error::param("indices", "a marginal needs at least one index"));
+            return Err(Error::param(
+                "indices",
+                "a marginal needs at least one index",
+            ));
         }
         let mean = Array1::from_iter(idx.iter().map(|&i| self.mean[i]));
-        let cov = Array2::from_shape_fn((idx.len(), idx.len()), |(a, b)| {
-            self.cov[[idx[a], idx[b]]]
-        });
+        let cov =
+            Array2::from_shape_fn((idx.len(), idx.len()), |(a, b)| self.cov[[idx[a], idx[b]]]);
         Self::from_symmetric(mean, cov)
     }
 
