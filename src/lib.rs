@@ -25,5 +25,6 @@ pub mod sampler;
 pub mod schedule;
 pub mod score;
 pub mod sde;
+pub mod stats;
 
 pub use error::{Error, Result};

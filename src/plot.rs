@@ -48,7 +48,13 @@ impl Canvas {
 
     /// Writes the canvas as an 8-bit RGB PNG, atomically (temporary file, then rename).
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        write_png(path, self.width, self.height, png::ColorType::Rgb, &self.rgb)
+        write_png(
+            path,
+            self.width,
+            self.height,
+            png::ColorType::Rgb,
+            &self.rgb,
+        )
     }
 }
 
@@ -138,7 +144,10 @@ pub fn scatter_over_density(
 /// images per row and a one-pixel gap.
 pub fn image_grid(path: &Path, images: &[Vec<f64>], h: usize, w: usize, cols: usize) -> Result<()> {
     if images.is_empty() || cols == 0 {
-        return Err(Error::param("images", "need at least one image and one column"));
+        return Err(Error::param(
+            "images",
+            "need at least one image and one column",
+        ));
     }
     if let Some(bad) = images.iter().position(|im| im.len() != h * w) {
         return Err(Error::Shape(format!(
