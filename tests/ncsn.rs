@@ -351,16 +351,9 @@ fn eq_1_17_ratio_is_the_same_at_every_level() {
 /// Simulates T Langevin steps on `n` independent 1-D chains started from `N(0, sigma_prev^2)` with
 /// the exact score of `N(0, sigma_i^2)`; returns the sample variance over `sigma_i^2`.
 /// `v1 = true` uses NCSN (2019)'s convention `x + (alpha/2) s + sqrt(alpha) z`.
-fn simulated_ratio(
-    eps: f64,
-    sigma_l: f64,
-    gamma: f64,
-    sigma_i: f64,
-    t: usize,
-    n: usize,
-    v1: bool,
-    seed: u64,
-) -> f64 {
+/// `params = (eps, sigma_L, gamma, sigma_i, T)`.
+fn simulated_ratio(params: (f64, f64, f64, f64, usize), n: usize, v1: bool, seed: u64) -> f64 {
+    let (eps, sigma_l, gamma, sigma_i, t) = params;
     let alpha = eps * sigma_i * sigma_i / (sigma_l * sigma_l);
     let (drift, noise) = if v1 {
         (alpha / 2.0, alpha.sqrt())
@@ -401,9 +394,9 @@ fn prop3_bound(expected: f64) -> f64 {
 /// of eq. 1.17.
 #[test]
 fn langevin_simulation_matches_proposition_3() {
-    let (eps, sl, gamma, si, t) = PROP3;
+    let (eps, sl, gamma, _, t) = PROP3;
     let expected = langevin_variance_ratio(eps, sl, gamma, t).unwrap();
-    let got = simulated_ratio(eps, sl, gamma, si, t, PROP3_N, false, 11);
+    let got = simulated_ratio(PROP3, PROP3_N, false, 11);
     assert!(
         (got - expected).abs() < prop3_bound(expected),
         "{got} vs {expected}"
@@ -414,9 +407,9 @@ fn langevin_simulation_matches_proposition_3() {
 /// eq. 1.17 presumes NCSNv2's step, not that of the algorithm of [4].
 #[test]
 fn proposition_3_check_rejects_ncsn_v1_step_convention() {
-    let (eps, sl, gamma, si, t) = PROP3;
+    let (eps, sl, gamma, _, t) = PROP3;
     let expected = langevin_variance_ratio(eps, sl, gamma, t).unwrap();
-    let got = simulated_ratio(eps, sl, gamma, si, t, PROP3_N, true, 11);
+    let got = simulated_ratio(PROP3, PROP3_N, true, 11);
     assert!(
         (got - expected).abs() > prop3_bound(expected),
         "v1 convention passed: {got}"

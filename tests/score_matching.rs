@@ -43,7 +43,10 @@ fn mean_se(v: &[f64]) -> (f64, f64) {
 }
 
 /// The data of the ISM/ESM tests and three linear models (A, b).
-fn ism_setup() -> (Array1<f64>, Array2<f64>, Vec<(Array2<f64>, Array1<f64>)>) {
+/// A linear score model `s(x) = A x + b`.
+type Linear = (Array2<f64>, Array1<f64>);
+
+fn ism_setup() -> (Array1<f64>, Array2<f64>, Vec<Linear>) {
     let m = array![0.5, -1.0];
     let s = array![[2.0, 0.6], [0.6, 0.8]];
     let models = vec![
