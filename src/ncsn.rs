@@ -29,7 +29,7 @@ fn std_normal_cdf(x: f64) -> f64 {
 // Technique 1: sigma_1.
 
 /// The largest Euclidean distance between two rows of `data` (shape `n × d`), computed exactly
-/// over all `n(n-1)/2` pairs: NCSNv2's choice of `sigma_1` (ledger Ac-sigma1, 000 text before
+/// over all `n(n-1)/2` pairs: NCSNv2's choice of `sigma_1` (000 text before
 /// eq. 1.16: "as large as the (maximum) pairwise Euclidean distance").
 ///
 /// Errors: [`Error::Shape`] for fewer than two rows or zero columns, [`Error::NonFinite`] for a

@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 
 /// A strictly decreasing sequence of noise standard deviations `sigma_1 > ... > sigma_L > 0`
-/// (ledger A1.15, 000 text before eq. 1.14).
+/// (000 text before eq. 1.14; used by eq. 1.15, ledger A1.15).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SigmaSequence {
     /// Stored in document-000 order: `sigmas[0] = sigma_1` is the largest.
