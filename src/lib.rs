@@ -17,6 +17,7 @@ pub mod chain;
 pub mod engine;
 pub mod error;
 pub mod gaussian;
+pub mod likelihood;
 pub mod ncsn;
 #[cfg(feature = "plot")]
 pub mod plot;
