@@ -342,7 +342,11 @@ fn decoder_far_tail_is_finite_and_accurate() {
     for k in [200u8, 230, 255] {
         let x = 2.0 * k as f64 / 255.0 - 1.0;
         let l = (x - HALF_BIN - mean) / sigma;
-        let w = if k == 255 { f64::INFINITY } else { 2.0 * HALF_BIN / sigma };
+        let w = if k == 255 {
+            f64::INFINITY
+        } else {
+            2.0 * HALF_BIN / sigma
+        };
         let top = w.min(0.3);
         let integral = simpson(|s| (-l * s - 0.5 * s * s).exp(), 0.0, top, 16384);
         let reference = -0.5 * l * l - 0.5 * LN_2PI + integral.ln();
@@ -594,7 +598,10 @@ fn dsm_weight_is_inverse_expected_squared_kernel_score() {
     let u = ddpm.schedule().one_minus_alpha_bar(t).unwrap();
     let se = (2.0 * 3.0 / n as f64).sqrt();
     assert!((u * mean_sq - 3.0).abs() < 5.0 * se);
-    assert!((u.sqrt() * mean_sq - 3.0).abs() > 5.0 * se, "twin not rejected");
+    assert!(
+        (u.sqrt() * mean_sq - 3.0).abs() > 5.0 * se,
+        "twin not rejected"
+    );
 }
 
 /// Ledger D4 and Ac01: for x_0 ~ N(0, I) the perturbed marginals are all N(0, I), the exact
@@ -627,7 +634,9 @@ fn erratum_1_10_alpha_bar_capital_t_breaks_the_identity() {
     let t = 3;
     let xt = array![[0.4, -1.1]];
     let eps = array![[0.9, 0.2]];
-    let rhs = ddpm.reverse_mean_from_eps(xt.view(), eps.view(), t).unwrap();
+    let rhs = ddpm
+        .reverse_mean_from_eps(xt.view(), eps.view(), t)
+        .unwrap();
     let sd = sch.sqrt_one_minus_alpha_bar(t).unwrap();
     let x0_with = |sab: f64| xt.mapv(|v| v / sab) - eps.mapv(|e| sd * e / sab);
     let correct = ddpm
@@ -635,7 +644,11 @@ fn erratum_1_10_alpha_bar_capital_t_breaks_the_identity() {
         .unwrap()
         .mean;
     let printed = ddpm
-        .posterior(x0_with(sch.sqrt_alpha_bar(10).unwrap()).view(), xt.view(), t)
+        .posterior(
+            x0_with(sch.sqrt_alpha_bar(10).unwrap()).view(),
+            xt.view(),
+            t,
+        )
         .unwrap()
         .mean;
     assert!(max_abs(&(&correct - &rhs)) < 1e-14);

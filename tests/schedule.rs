@@ -152,7 +152,10 @@ fn linear_scaled_linear_and_constant_have_their_shapes() {
     // -sum beta - sum beta^2/2 - sum beta^3/3 - ... > -10.05 - 0.0670 - 0.0007 > -10.12
     // (sum beta^2 = 0.1340, sum beta^3 = 0.0020 for this schedule), i.e. alpha_bar_T ~ 4.0e-5.
     let abt = lin.alpha_bar(1000).unwrap();
-    assert!(abt > (-10.05f64 - 0.07).exp() && abt < (-10.05f64).exp(), "{abt}");
+    assert!(
+        abt > (-10.05f64 - 0.07).exp() && abt < (-10.05f64).exp(),
+        "{abt}"
+    );
 
     let sl = BetaSchedule::scaled_linear(10, 1e-4, 0.04).unwrap();
     let r: Vec<f64> = sl.betas().iter().map(|b| b.sqrt()).collect();
@@ -207,15 +210,21 @@ fn is_invalid_schedule<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
 #[test]
 fn invalid_schedules_are_typed_errors() {
     for bad in [0.0, 1.0, -0.1, 1.5, f64::NAN, f64::INFINITY] {
-        assert!(is_invalid_schedule(BetaSchedule::from_betas(vec![0.1, bad])));
+        assert!(is_invalid_schedule(BetaSchedule::from_betas(vec![
+            0.1, bad
+        ])));
         assert!(is_invalid_schedule(BetaSchedule::constant(3, bad)));
         assert!(is_invalid_schedule(BetaSchedule::linear(3, bad, 0.1)));
         assert!(is_invalid_schedule(BetaSchedule::linear(3, 0.1, bad)));
-        assert!(is_invalid_schedule(BetaSchedule::scaled_linear(3, bad, 0.1)));
+        assert!(is_invalid_schedule(BetaSchedule::scaled_linear(
+            3, bad, 0.1
+        )));
     }
     assert!(is_invalid_schedule(BetaSchedule::from_betas(vec![])));
     assert!(is_invalid_schedule(BetaSchedule::linear(0, 1e-4, 0.02)));
-    assert!(is_invalid_schedule(BetaSchedule::scaled_linear(0, 1e-4, 0.02)));
+    assert!(is_invalid_schedule(BetaSchedule::scaled_linear(
+        0, 1e-4, 0.02
+    )));
     assert!(is_invalid_schedule(BetaSchedule::constant(0, 0.1)));
     assert!(is_invalid_schedule(BetaSchedule::cosine(0, 0.008)));
     assert!(is_invalid_schedule(BetaSchedule::cosine(10, -0.1)));
