@@ -173,9 +173,9 @@ impl<E: Element> Graph<E> {
                 x.shape()
             )));
         };
-        if h % 2 != 0 || w % 2 != 0 {
+        if h % 2 != 0 || w % 2 != 0 || h * w == 0 {
             return Err(Error::Shape(format!(
-                "avg_pool2x2 needs even H and W, got {:?}",
+                "avg_pool2x2 needs even, positive H and W, got {:?}",
                 x.shape()
             )));
         }
