@@ -107,6 +107,7 @@ impl<E: Element> Backward<E> for GroupNormBack<E> {
             let mut part = vec![(0.0f64, 0.0f64); n * c];
             let fill = |(nc, p): (usize, &mut (f64, f64))| {
                 let blk = (nc / c) * groups + (nc % c) / cg;
+                #[allow(clippy::needless_range_loop)]
                 for i in nc * s..(nc + 1) * s {
                     let d = Element::to_f64(dys[i]);
                     p.0 += d * xhat(i, blk);
@@ -164,7 +165,7 @@ impl<E: Element> Graph<E> {
                 beta.shape()
             )));
         }
-        if !(eps > 0.0) {
+        if eps.is_nan() || eps <= 0.0 {
             return Err(Error::param("eps", format!("must be positive, got {eps}")));
         }
         let b = Blocks {
