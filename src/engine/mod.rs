@@ -1,7 +1,20 @@
 //! The engine: tensors over `ndarray`, reverse-mode autodiff, the hot kernels and the
 //! networks. Independent of the mathematics core.
+//!
+//! A training step: put the parameters in a [`ParamStore`], build a [`Graph`], take the
+//! parameters as leaves with [`Graph::param`], run the forward pass with the graph's ops,
+//! call [`Graph::backward`] on the loss, and read gradients by [`ParamId`] from [`Grads`].
 
 pub mod element;
+pub mod embedding;
+pub mod graph;
 pub mod kernels;
+pub mod ops;
+pub(crate) mod par;
+pub mod tensor;
 
 pub use element::Element;
+pub use embedding::{sinusoidal_embedding, GaussianFourier};
+pub use graph::{Grads, Graph};
+pub use ops::{Binary, Unary};
+pub use tensor::{ParamId, ParamStore, Tensor};

@@ -1,0 +1,129 @@
+//! Reductions (sum, mean over axes) and the softmax along an axis.
+
+use std::sync::Arc;
+
+use ndarray::{ArrayD, Axis, IxDyn, Zip};
+
+use crate::engine::element::Element;
+use crate::engine::graph::{Backward, Graph};
+use crate::engine::tensor::{standard, Tensor};
+use crate::error::{Error, Result};
+
+/// Checks that `axes` are distinct and in range; returns them sorted.
+pub(crate) fn check_axes(shape: &[usize], axes: &[usize]) -> Result<Vec<usize>> {
+    let mut a = axes.to_vec();
+    a.sort_unstable();
+    a.dedup();
+    if a.len() != axes.len() || a.last().is_some_and(|&m| m >= shape.len()) {
+        return Err(Error::Shape(format!(
+            "axes {axes:?} invalid for shape {shape:?}"
+        )));
+    }
+    Ok(a)
+}
+
+// ANCHOR: sum
+/// Backward of a sum: the output gradient, broadcast back over the summed axes.
+struct SumBack {
+    in_shape: Vec<usize>,
+    keep_shape: Vec<usize>,
+}
+
+impl<E: Element> Backward<E> for SumBack {
+    fn backward(self: Box<Self>, g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        let g = g
+            .into_shape_with_order(IxDyn(&self.keep_shape))
+            .expect("same size");
+        let gx = g
+            .broadcast(IxDyn(&self.in_shape))
+            .expect("keepdims shape broadcasts")
+            .to_owned();
+        vec![Some(standard(gx))]
+    }
+}
+
+impl<E: Element> Graph<E> {
+    /// Sum over `axes`; with `keepdim` the summed axes stay with length 1.
+    pub fn sum(&mut self, x: &Tensor<E>, axes: &[usize], keepdim: bool) -> Result<Tensor<E>> {
+        let axes = check_axes(x.shape(), axes)?;
+        let mut y = (*x.value).clone();
+        let mut keep_shape = x.shape().to_vec();
+        for &a in axes.iter().rev() {
+            y = y.sum_axis(Axis(a));
+            keep_shape[a] = 1;
+        }
+        if keepdim {
+            y = y
+                .into_shape_with_order(IxDyn(&keep_shape))
+                .expect("same size");
+        }
+        let rule = SumBack {
+            in_shape: x.shape().to_vec(),
+            keep_shape,
+        };
+        Ok(self.record(y, &[x], Box::new(rule)))
+    }
+    // ANCHOR_END: sum
+
+    /// Mean over `axes`.
+    pub fn mean(&mut self, x: &Tensor<E>, axes: &[usize], keepdim: bool) -> Result<Tensor<E>> {
+        let axes = check_axes(x.shape(), axes)?;
+        let count: usize = axes.iter().map(|&a| x.shape()[a]).product();
+        let s = self.sum(x, &axes, keepdim)?;
+        Ok(self.mul_scalar(&s, 1.0 / count.max(1) as f64))
+    }
+
+    /// Sum of all elements (a 0-dimensional tensor).
+    pub fn sum_all(&mut self, x: &Tensor<E>) -> Tensor<E> {
+        let axes: Vec<usize> = (0..x.ndim()).collect();
+        self.sum(x, &axes, false).expect("all axes are valid")
+    }
+
+    /// Mean of all elements (a 0-dimensional tensor).
+    pub fn mean_all(&mut self, x: &Tensor<E>) -> Tensor<E> {
+        let axes: Vec<usize> = (0..x.ndim()).collect();
+        self.mean(x, &axes, false).expect("all axes are valid")
+    }
+
+    /// Softmax along `axis`: `y_i = e^{x_i - max x} / sum_j e^{x_j - max x}`.
+    pub fn softmax(&mut self, x: &Tensor<E>, axis: usize) -> Result<Tensor<E>> {
+        if axis >= x.ndim() {
+            return Err(Error::Shape(format!(
+                "softmax axis {axis} for shape {:?}",
+                x.shape()
+            )));
+        }
+        let mut y = (*x.value).clone();
+        for mut lane in y.lanes_mut(Axis(axis)) {
+            let m = lane.fold(E::neg_infinity(), |m, &v| m.max(v));
+            lane.mapv_inplace(|v| (v - m).exp());
+            let s: E = lane.iter().copied().sum();
+            lane.mapv_inplace(|v| v / s);
+        }
+        let y = Arc::new(y);
+        let rule = SoftmaxBack {
+            y: Arc::clone(&y),
+            axis,
+        };
+        Ok(self.record_shared(y, &[x], Box::new(rule)))
+    }
+}
+
+/// `dx = y (dy - <dy, y>)` along the softmax axis.
+struct SoftmaxBack<E: Element> {
+    y: Arc<ArrayD<E>>,
+    axis: usize,
+}
+
+impl<E: Element> Backward<E> for SoftmaxBack<E> {
+    fn backward(self: Box<Self>, mut g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        let ax = Axis(self.axis);
+        Zip::from(g.lanes_mut(ax))
+            .and(self.y.lanes(ax))
+            .for_each(|mut gl, yl| {
+                let dot: E = gl.iter().zip(yl.iter()).map(|(&a, &b)| a * b).sum();
+                gl.zip_mut_with(&yl, |g, &y| *g = y * (*g - dot));
+            });
+        vec![Some(g)]
+    }
+}

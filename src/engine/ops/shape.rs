@@ -1,0 +1,187 @@
+//! Shape ops: reshape, permute, concatenation and narrowing. Their backward rules move the
+//! gradient back without arithmetic.
+
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+
+use crate::engine::element::Element;
+use crate::engine::graph::{Backward, Graph};
+use crate::engine::tensor::{standard, Tensor};
+use crate::error::{Error, Result};
+
+struct ReshapeBack {
+    in_shape: Vec<usize>,
+}
+
+impl<E: Element> Backward<E> for ReshapeBack {
+    fn backward(self: Box<Self>, g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        let g = g
+            .into_shape_with_order(IxDyn(&self.in_shape))
+            .expect("same size");
+        vec![Some(g)]
+    }
+}
+
+struct PermuteBack {
+    inverse: Vec<usize>,
+}
+
+impl<E: Element> Backward<E> for PermuteBack {
+    fn backward(self: Box<Self>, g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        vec![Some(standard(g.permuted_axes(IxDyn(&self.inverse))))]
+    }
+}
+
+struct ConcatBack {
+    axis: usize,
+    sizes: Vec<usize>,
+}
+
+impl<E: Element> Backward<E> for ConcatBack {
+    fn backward(self: Box<Self>, g: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        let mut start = 0;
+        let mut out = Vec::with_capacity(self.sizes.len());
+        for (i, &s) in self.sizes.iter().enumerate() {
+            let part = needs[i].then(|| {
+                g.slice_axis(Axis(self.axis), Slice::from(start..start + s))
+                    .as_standard_layout()
+                    .into_owned()
+            });
+            out.push(part);
+            start += s;
+        }
+        out
+    }
+}
+
+struct NarrowBack {
+    in_shape: Vec<usize>,
+    axis: usize,
+    start: usize,
+}
+
+impl<E: Element> Backward<E> for NarrowBack {
+    fn backward(self: Box<Self>, g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        let mut gx = ArrayD::zeros(IxDyn(&self.in_shape));
+        let len = g.shape()[self.axis];
+        gx.slice_axis_mut(Axis(self.axis), Slice::from(self.start..self.start + len))
+            .assign(&g);
+        vec![Some(gx)]
+    }
+}
+
+impl<E: Element> Graph<E> {
+    /// The same elements in row-major order under a new shape.
+    pub fn reshape(&mut self, x: &Tensor<E>, shape: &[usize]) -> Result<Tensor<E>> {
+        let n: usize = shape.iter().product();
+        if n != x.len() {
+            return Err(Error::Shape(format!(
+                "cannot reshape {:?} to {shape:?}",
+                x.shape()
+            )));
+        }
+        let y = (*x.value)
+            .clone()
+            .into_shape_with_order(IxDyn(shape))
+            .expect("size checked");
+        let rule = ReshapeBack {
+            in_shape: x.shape().to_vec(),
+        };
+        Ok(self.record(y, &[x], Box::new(rule)))
+    }
+
+    /// Axis permutation: output axis `i` is input axis `axes[i]`.
+    pub fn permute(&mut self, x: &Tensor<E>, axes: &[usize]) -> Result<Tensor<E>> {
+        let mut seen = vec![false; x.ndim()];
+        if axes.len() != x.ndim()
+            || axes
+                .iter()
+                .any(|&a| a >= x.ndim() || std::mem::replace(&mut seen[a], true))
+        {
+            return Err(Error::Shape(format!(
+                "{axes:?} is not a permutation of the axes of {:?}",
+                x.shape()
+            )));
+        }
+        let mut inverse = vec![0; axes.len()];
+        for (i, &a) in axes.iter().enumerate() {
+            inverse[a] = i;
+        }
+        let y = (*x.value)
+            .view()
+            .permuted_axes(IxDyn(axes))
+            .as_standard_layout()
+            .into_owned();
+        Ok(self.record(y, &[x], Box::new(PermuteBack { inverse })))
+    }
+
+    /// Swaps two axes.
+    pub fn transpose(&mut self, x: &Tensor<E>, a: usize, b: usize) -> Result<Tensor<E>> {
+        if a >= x.ndim() || b >= x.ndim() {
+            return Err(Error::Shape(format!(
+                "cannot swap axes {a}, {b} of {:?}",
+                x.shape()
+            )));
+        }
+        let mut axes: Vec<usize> = (0..x.ndim()).collect();
+        axes.swap(a, b);
+        self.permute(x, &axes)
+    }
+
+    /// Concatenation along `axis`; all other axes must agree.
+    pub fn concat(&mut self, xs: &[&Tensor<E>], axis: usize) -> Result<Tensor<E>> {
+        let first = xs
+            .first()
+            .ok_or_else(|| Error::Shape("concat of no tensors".into()))?;
+        if axis >= first.ndim() {
+            return Err(Error::Shape(format!(
+                "concat axis {axis} for shape {:?}",
+                first.shape()
+            )));
+        }
+        for t in xs {
+            let ok = t.ndim() == first.ndim()
+                && (0..t.ndim()).all(|i| i == axis || t.shape()[i] == first.shape()[i]);
+            if !ok {
+                return Err(Error::Shape(format!(
+                    "cannot concatenate {:?} and {:?} along axis {axis}",
+                    first.shape(),
+                    t.shape()
+                )));
+            }
+        }
+        let views: Vec<_> = xs.iter().map(|t| t.value.view()).collect();
+        let y = ndarray::concatenate(Axis(axis), &views).expect("shapes checked");
+        let rule = ConcatBack {
+            axis,
+            sizes: xs.iter().map(|t| t.shape()[axis]).collect(),
+        };
+        Ok(self.record(y, xs, Box::new(rule)))
+    }
+
+    /// Elements `start..start + len` along `axis`.
+    pub fn narrow(
+        &mut self,
+        x: &Tensor<E>,
+        axis: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Tensor<E>> {
+        if axis >= x.ndim() || start + len > x.shape()[axis] {
+            return Err(Error::Shape(format!(
+                "narrow({axis}, {start}, {len}) out of range for {:?}",
+                x.shape()
+            )));
+        }
+        let y = x
+            .value
+            .slice_axis(Axis(axis), Slice::from(start..start + len))
+            .as_standard_layout()
+            .into_owned();
+        let rule = NarrowBack {
+            in_shape: x.shape().to_vec(),
+            axis,
+            start,
+        };
+        Ok(self.record(y, &[x], Box::new(rule)))
+    }
+}

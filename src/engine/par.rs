@@ -1,0 +1,115 @@
+//! Parallel helpers. Work is split into fixed-size chunks of independent outputs, so results
+//! never depend on the number of threads: no reduction is ever split across threads.
+
+use ndarray::{ArrayD, Axis, IxDyn};
+use rayon::prelude::*;
+
+use super::element::Element;
+use crate::error::{Error, Result};
+
+/// Below this many elements, loops stay on one thread.
+pub(crate) const PAR_MIN: usize = 1 << 15;
+/// Chunk length of parallel pointwise loops.
+pub(crate) const CHUNK: usize = 1 << 12;
+
+/// `f` applied to every element of a standard-layout array.
+pub(crate) fn map<E: Element>(x: &ArrayD<E>, f: impl Fn(E) -> E + Sync) -> ArrayD<E> {
+    let xs = x.as_slice().expect("standard layout");
+    let mut out = vec![E::zero(); xs.len()];
+    if xs.len() >= PAR_MIN {
+        out.par_chunks_mut(CHUNK)
+            .zip(xs.par_chunks(CHUNK))
+            .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, i)| *o = f(*i)));
+    } else {
+        out.iter_mut().zip(xs).for_each(|(o, i)| *o = f(*i));
+    }
+    ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length")
+}
+
+/// `f` applied pointwise to two standard-layout arrays of the same shape.
+pub(crate) fn map2<E: Element>(
+    a: &ArrayD<E>,
+    b: &ArrayD<E>,
+    f: impl Fn(E, E) -> E + Sync,
+) -> ArrayD<E> {
+    debug_assert_eq!(a.shape(), b.shape());
+    let (xs, ys) = (
+        a.as_slice().expect("standard layout"),
+        b.as_slice().expect("standard layout"),
+    );
+    let mut out = vec![E::zero(); xs.len()];
+    if xs.len() >= PAR_MIN {
+        out.par_chunks_mut(CHUNK)
+            .zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
+            .for_each(|(o, (x, y))| {
+                for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
+                    *o = f(*x, *y)
+                }
+            });
+    } else {
+        for ((o, x), y) in out.iter_mut().zip(xs).zip(ys) {
+            *o = f(*x, *y)
+        }
+    }
+    ArrayD::from_shape_vec(a.raw_dim(), out).expect("same length")
+}
+
+/// `g[i] <- f(g[i], x[i])` in place, for a gradient `g` and a saved array `x` of one shape.
+pub(crate) fn update<E: Element>(g: &mut ArrayD<E>, x: &ArrayD<E>, f: impl Fn(E, E) -> E + Sync) {
+    debug_assert_eq!(g.shape(), x.shape());
+    let xs = x.as_slice().expect("standard layout");
+    let gs = g.as_slice_mut().expect("standard layout");
+    if gs.len() >= PAR_MIN {
+        gs.par_chunks_mut(CHUNK)
+            .zip(xs.par_chunks(CHUNK))
+            .for_each(|(g, x)| g.iter_mut().zip(x).for_each(|(g, x)| *g = f(*g, *x)));
+    } else {
+        gs.iter_mut().zip(xs).for_each(|(g, x)| *g = f(*g, *x));
+    }
+}
+
+/// The NumPy broadcast shape of `a` and `b`.
+pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for (i, o) in out.iter_mut().enumerate() {
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        *o = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(Error::Shape(format!(
+                    "shapes {a:?} and {b:?} do not broadcast"
+                )))
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// Sums a broadcast gradient back to the shape of the operand it came from.
+pub(crate) fn reduce_to<E: Element>(g: ArrayD<E>, shape: &[usize]) -> ArrayD<E> {
+    if g.shape() == shape {
+        return g;
+    }
+    let mut g = g;
+    while g.ndim() > shape.len() {
+        g = g.sum_axis(Axis(0));
+    }
+    for (i, &s) in shape.iter().enumerate() {
+        if s == 1 && g.shape()[i] != 1 {
+            g = g.sum_axis(Axis(i)).insert_axis(Axis(i));
+        }
+    }
+    super::tensor::standard(g.into_shape_with_order(IxDyn(shape)).expect("same size"))
+}
