@@ -110,9 +110,32 @@ impl Element for f64 {
     }
 }
 
+/// Checks the operand lengths of a row-major `m × k` by `k × n` product.
+fn check_gemm_lengths(m: usize, k: usize, n: usize, a: usize, b: usize, c: usize) {
+    assert_eq!(a, m * k, "gemm: A has {a} elements, expected {m}x{k}");
+    assert_eq!(b, k * n, "gemm: B has {b} elements, expected {k}x{n}");
+    assert_eq!(c, m * n, "gemm: C has {c} elements, expected {m}x{n}");
+}
+
+/// Strides `(row, column)` of a row-major `rows × cols` operand, stored transposed when `t`.
+fn strides(rows: usize, cols: usize, t: bool) -> (isize, isize) {
+    if t {
+        (1, rows as isize)
+    } else {
+        (cols as isize, 1)
+    }
+}
+
+// ANCHOR: gemm
 /// Row-major matrix product `C <- A B + beta C` for contiguous row-major slices, with
 /// optional transposition of `A` (`m × k`, stored `k × m` when `ta`) and `B` (`k × n`, stored
 /// `n × k` when `tb`).
+///
+/// Large products are split over the current rayon pool into blocks of rows (or columns) of
+/// `C` whose sizes depend only on the shape; each block is a single-threaded
+/// `matrixmultiply` call. Every element of `C` is one dot product whose summation order does
+/// not depend on the blocking, so the result is bit-identical for any thread count
+/// (`gemm_is_bit_identical_on_1_and_2_threads`).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<E: Element>(
     m: usize,
@@ -125,27 +148,93 @@ pub fn gemm<E: Element>(
     beta: E,
     c: &mut [E],
 ) {
-    assert_eq!(
-        a.len(),
-        m * k,
-        "gemm: A has {} elements, expected {m}x{k}",
-        a.len()
+    check_gemm_lengths(m, k, n, a.len(), b.len(), c.len());
+    // Below about 4 MFLOP a split costs more than it gains.
+    const PAR_FLOPS: usize = 1 << 22;
+    const MIN_BLOCK: usize = 64;
+    if 2 * m * n * k < PAR_FLOPS || rayon::current_num_threads() == 1 || m.max(n) < 2 * MIN_BLOCK
+    {
+        return gemm_serial(m, k, n, a, ta, b, tb, beta, c);
+    }
+    let (rsa, csa) = strides(m, k, ta);
+    let (rsb, csb) = strides(k, n, tb);
+    // Split the longer side of C into at most 8 blocks of at least MIN_BLOCK.
+    let split_rows = m >= n;
+    let len = if split_rows { m } else { n };
+    let blocks = (len / MIN_BLOCK).clamp(1, 8);
+    let block = len.div_ceil(blocks);
+    let (ap, bp, cp) = (
+        a.as_ptr() as usize,
+        b.as_ptr() as usize,
+        c.as_mut_ptr() as usize,
     );
-    assert_eq!(
-        b.len(),
-        k * n,
-        "gemm: B has {} elements, expected {k}x{n}",
-        b.len()
-    );
-    assert_eq!(
-        c.len(),
-        m * n,
-        "gemm: C has {} elements, expected {m}x{n}",
-        c.len()
-    );
-    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    // SAFETY: the asserts above guarantee that every index the strides reach is in bounds,
+    use rayon::prelude::*;
+    (0..len.div_ceil(block)).into_par_iter().for_each(|i| {
+        let lo = i * block;
+        let hi = (lo + block).min(len);
+        let (ap, bp, cp) = (ap as *const E, bp as *const E, cp as *mut E);
+        // SAFETY: the lengths were checked above, so every index reached through the
+        // offset pointers and strides is in bounds; the blocks write disjoint rows (or
+        // columns) of C, and `c` is uniquely borrowed for the duration of the scope.
+        unsafe {
+            if split_rows {
+                E::gemm_raw(
+                    hi - lo,
+                    k,
+                    n,
+                    E::one(),
+                    ap.offset(lo as isize * rsa),
+                    rsa,
+                    csa,
+                    bp,
+                    rsb,
+                    csb,
+                    beta,
+                    cp.add(lo * n),
+                    n as isize,
+                    1,
+                )
+            } else {
+                E::gemm_raw(
+                    m,
+                    k,
+                    hi - lo,
+                    E::one(),
+                    ap,
+                    rsa,
+                    csa,
+                    bp.offset(lo as isize * csb),
+                    rsb,
+                    csb,
+                    beta,
+                    cp.add(lo),
+                    n as isize,
+                    1,
+                )
+            }
+        }
+    });
+}
+// ANCHOR_END: gemm
+
+/// [`gemm`] on the calling thread only: the building block of kernels that already split
+/// their work over the rayon pool (for example a convolution over the batch).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_serial<E: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[E],
+    ta: bool,
+    b: &[E],
+    tb: bool,
+    beta: E,
+    c: &mut [E],
+) {
+    check_gemm_lengths(m, k, n, a.len(), b.len(), c.len());
+    let (rsa, csa) = strides(m, k, ta);
+    let (rsb, csb) = strides(k, n, tb);
+    // SAFETY: the length checks guarantee that every index the strides reach is in bounds,
     // and `c` is a unique borrow.
     unsafe {
         E::gemm_raw(
