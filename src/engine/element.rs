@@ -152,8 +152,7 @@ pub fn gemm<E: Element>(
     // Below about 4 MFLOP a split costs more than it gains.
     const PAR_FLOPS: usize = 1 << 22;
     const MIN_BLOCK: usize = 64;
-    if 2 * m * n * k < PAR_FLOPS || rayon::current_num_threads() == 1 || m.max(n) < 2 * MIN_BLOCK
-    {
+    if 2 * m * n * k < PAR_FLOPS || rayon::current_num_threads() == 1 || m.max(n) < 2 * MIN_BLOCK {
         return gemm_serial(m, k, n, a, ta, b, tb, beta, c);
     }
     let (rsa, csa) = strides(m, k, ta);

@@ -96,10 +96,7 @@ pub fn col2im<E: Element>(g: &Conv2dGeom, dcol: &[E], dx: &mut [E]) {
                     let dst = &mut plane[r as usize * g.w..(r as usize + 1) * g.w];
                     let first = jlo * s + b - p;
                     if s == 1 {
-                        for (o, v) in dst[first..first + (jhi - jlo)]
-                            .iter_mut()
-                            .zip(&d[jlo..jhi])
-                        {
+                        for (o, v) in dst[first..first + (jhi - jlo)].iter_mut().zip(&d[jlo..jhi]) {
                             *o += *v;
                         }
                     } else {

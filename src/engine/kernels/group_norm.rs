@@ -131,7 +131,11 @@ pub fn group_norm_forward<E: Element>(
             *mu = m;
             *rs = r;
             let c0 = (ng % g.groups) * cg;
-            for (ch, (yc, xc)) in yg.chunks_exact_mut(g.hw).zip(xg.chunks_exact(g.hw)).enumerate() {
+            for (ch, (yc, xc)) in yg
+                .chunks_exact_mut(g.hw)
+                .zip(xg.chunks_exact(g.hw))
+                .enumerate()
+            {
                 let scale = gamma[c0 + ch] * r;
                 let shift = beta[c0 + ch] - m * scale;
                 for (o, &v) in yc.iter_mut().zip(xc) {

@@ -147,7 +147,13 @@ pub fn bias_grad<E: Element>(dy: &[E], n: usize, c: usize, hw: usize, db: &mut [
 }
 
 /// `y[p, r, s] = x[p, r/2, s/2]` (integer division); `y` is `planes × 2h × 2w`.
-pub fn upsample_nearest2x_forward<E: Element>(x: &[E], planes: usize, h: usize, w: usize, y: &mut [E]) {
+pub fn upsample_nearest2x_forward<E: Element>(
+    x: &[E],
+    planes: usize,
+    h: usize,
+    w: usize,
+    y: &mut [E],
+) {
     assert_eq!(x.len(), planes * h * w);
     assert_eq!(y.len(), 4 * planes * h * w);
     for p in 0..planes {
@@ -160,7 +166,13 @@ pub fn upsample_nearest2x_forward<E: Element>(x: &[E], planes: usize, h: usize, 
 }
 
 /// The adjoint of [`upsample_nearest2x_forward`]: `dx[p, r/2, s/2] += dy[p, r, s]`.
-pub fn upsample_nearest2x_backward<E: Element>(dy: &[E], planes: usize, h: usize, w: usize, dx: &mut [E]) {
+pub fn upsample_nearest2x_backward<E: Element>(
+    dy: &[E],
+    planes: usize,
+    h: usize,
+    w: usize,
+    dx: &mut [E],
+) {
     assert_eq!(dx.len(), planes * h * w);
     assert_eq!(dy.len(), 4 * planes * h * w);
     dx.iter_mut().for_each(|v| *v = E::zero());
@@ -264,7 +276,12 @@ pub fn group_norm_backward<E: Element>(
             for j in 0..len {
                 let ch = g * cg + j / hw;
                 let z = gamma[ch] * xhat[j] + beta[ch];
-                let dz = dy[base + j] * if silu { silu_and_derivative(z).1 } else { E::one() };
+                let dz = dy[base + j]
+                    * if silu {
+                        silu_and_derivative(z).1
+                    } else {
+                        E::one()
+                    };
                 dgamma[ch] += dz * xhat[j];
                 dbeta[ch] += dz;
                 dxhat[j] = dz * gamma[ch];

@@ -6,7 +6,13 @@ use rayon::prelude::*;
 use crate::engine::element::Element;
 
 /// Forward: `x` is `planes × h × w`, `y` is `planes × 2h × 2w`; overwrites `y`.
-pub fn upsample_nearest2x_forward<E: Element>(x: &[E], planes: usize, h: usize, w: usize, y: &mut [E]) {
+pub fn upsample_nearest2x_forward<E: Element>(
+    x: &[E],
+    planes: usize,
+    h: usize,
+    w: usize,
+    y: &mut [E],
+) {
     assert_eq!(x.len(), planes * h * w, "upsample: input length");
     assert_eq!(y.len(), 4 * planes * h * w, "upsample: output length");
     if h * w == 0 {
@@ -28,9 +34,19 @@ pub fn upsample_nearest2x_forward<E: Element>(x: &[E], planes: usize, h: usize, 
 
 /// Backward (the adjoint): `dx[p, r, s] = (dy[2r, 2s] + dy[2r, 2s+1]) + (dy[2r+1, 2s] +
 /// dy[2r+1, 2s+1])` in that order; `dy` is `planes × 2h × 2w`, `dx` is `planes × h × w`.
-pub fn upsample_nearest2x_backward<E: Element>(dy: &[E], planes: usize, h: usize, w: usize, dx: &mut [E]) {
+pub fn upsample_nearest2x_backward<E: Element>(
+    dy: &[E],
+    planes: usize,
+    h: usize,
+    w: usize,
+    dx: &mut [E],
+) {
     assert_eq!(dx.len(), planes * h * w, "upsample: input-gradient length");
-    assert_eq!(dy.len(), 4 * planes * h * w, "upsample: output-gradient length");
+    assert_eq!(
+        dy.len(),
+        4 * planes * h * w,
+        "upsample: output-gradient length"
+    );
     if h * w == 0 {
         return;
     }
@@ -39,7 +55,11 @@ pub fn upsample_nearest2x_backward<E: Element>(dy: &[E], planes: usize, h: usize
         .for_each(|(xp, yp)| {
             for (xr, rows) in xp.chunks_exact_mut(w).zip(yp.chunks_exact(4 * w)) {
                 let (top, bottom) = rows.split_at(2 * w);
-                for ((o, t), b) in xr.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+                for ((o, t), b) in xr
+                    .iter_mut()
+                    .zip(top.chunks_exact(2))
+                    .zip(bottom.chunks_exact(2))
+                {
                     *o = (t[0] + t[1]) + (b[0] + b[1]);
                 }
             }
