@@ -4,9 +4,20 @@
 //! Layouts follow PyTorch: activations NCHW, convolution weights OIHW, all contiguous
 //! row-major.
 
+pub mod activation;
+pub mod conv;
+pub mod group_norm;
+pub mod reduce;
 pub mod reference;
+pub mod upsample;
 
-pub use reference::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+pub use activation::{silu_backward, silu_forward};
+pub use conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+pub use group_norm::{group_norm_backward, group_norm_forward, Activation, GroupNormGeom};
+pub use reduce::bias_grad;
+pub use upsample::{upsample_nearest2x_backward, upsample_nearest2x_forward};
+
+use crate::error::{Error, Result};
 
 /// Geometry of a 2-D convolution: input `n × c_in × h × w`, weight `c_out × c_in × kh × kw`,
 /// symmetric zero padding `pad`, equal `stride` in both directions.
@@ -33,6 +44,51 @@ pub struct Conv2dGeom {
 }
 
 impl Conv2dGeom {
+    /// Validated constructor: the stride is positive, the kernel is non-empty and fits in the
+    /// padded input (`kh <= h + 2 pad`, `kw <= w + 2 pad`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        n: usize,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        kh: usize,
+        kw: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        if stride == 0 {
+            return Err(Error::param("stride", "must be at least 1"));
+        }
+        if kh == 0 || kw == 0 {
+            return Err(Error::param("kernel", format!("{kh}x{kw} is empty")));
+        }
+        if kh > h + 2 * pad || kw > w + 2 * pad {
+            return Err(Error::Shape(format!(
+                "kernel {kh}x{kw} larger than the padded input {}x{}",
+                h + 2 * pad,
+                w + 2 * pad
+            )));
+        }
+        Ok(Self {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh,
+            kw,
+            stride,
+            pad,
+        })
+    }
+    /// Multiply-adds times two: the floating-point operations of the forward pass (and of
+    /// each of the two backward passes).
+    pub fn flops(&self) -> u64 {
+        2 * (self.n * self.c_out * self.h_out() * self.w_out() * self.c_in * self.kh * self.kw)
+            as u64
+    }
     /// Output height.
     pub fn h_out(&self) -> usize {
         (self.h + 2 * self.pad - self.kh) / self.stride + 1

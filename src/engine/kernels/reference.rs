@@ -130,3 +130,170 @@ pub fn conv2d_backward_weight<E: Element>(
         }
     }
 }
+
+/// `db[c] = Σ_{n,k} dy[(n·C + c)·HW + k]`; overwrites `db`.
+pub fn bias_grad<E: Element>(dy: &[E], n: usize, c: usize, hw: usize, db: &mut [E]) {
+    assert_eq!(dy.len(), n * c * hw);
+    assert_eq!(db.len(), c);
+    for (ch, out) in db.iter_mut().enumerate() {
+        let mut acc = E::zero();
+        for img in 0..n {
+            for k in 0..hw {
+                acc += dy[(img * c + ch) * hw + k];
+            }
+        }
+        *out = acc;
+    }
+}
+
+/// `y[p, r, s] = x[p, r/2, s/2]` (integer division); `y` is `planes × 2h × 2w`.
+pub fn upsample_nearest2x_forward<E: Element>(
+    x: &[E],
+    planes: usize,
+    h: usize,
+    w: usize,
+    y: &mut [E],
+) {
+    assert_eq!(x.len(), planes * h * w);
+    assert_eq!(y.len(), 4 * planes * h * w);
+    for p in 0..planes {
+        for r in 0..2 * h {
+            for s in 0..2 * w {
+                y[(p * 2 * h + r) * 2 * w + s] = x[(p * h + r / 2) * w + s / 2];
+            }
+        }
+    }
+}
+
+/// The adjoint of [`upsample_nearest2x_forward`]: `dx[p, r/2, s/2] += dy[p, r, s]`.
+pub fn upsample_nearest2x_backward<E: Element>(
+    dy: &[E],
+    planes: usize,
+    h: usize,
+    w: usize,
+    dx: &mut [E],
+) {
+    assert_eq!(dx.len(), planes * h * w);
+    assert_eq!(dy.len(), 4 * planes * h * w);
+    dx.iter_mut().for_each(|v| *v = E::zero());
+    for p in 0..planes {
+        for r in 0..2 * h {
+            for s in 0..2 * w {
+                dx[(p * h + r / 2) * w + s / 2] += dy[(p * 2 * h + r) * 2 * w + s];
+            }
+        }
+    }
+}
+
+/// `silu(z) = z / (1 + e^{-z})` and its derivative by the quotient rule,
+/// `(1 + e^{-z} + z e^{-z}) / (1 + e^{-z})²`.
+fn silu_and_derivative<E: Element>(z: E) -> (E, E) {
+    let e = (-z).exp();
+    let d = E::one() + e;
+    (z / d, (d + z * e) / (d * d))
+}
+
+/// Group normalisation with an optional SiLU, straight from the definition: for each image
+/// and group, the mean and biased variance over the group's `(c/G)·hw` elements, then
+/// `y = act(γ_c (x-μ)/√(σ²+ε) + β_c)`.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_forward<E: Element>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    groups: usize,
+    silu: bool,
+    eps: E,
+    x: &[E],
+    gamma: &[E],
+    beta: &[E],
+    y: &mut [E],
+) {
+    let cg = c / groups;
+    let l = E::from_usize(cg * hw).unwrap();
+    for img in 0..n {
+        for g in 0..groups {
+            let idx = |ch: usize, k: usize| (img * c + g * cg + ch) * hw + k;
+            let mut mean = E::zero();
+            for ch in 0..cg {
+                for k in 0..hw {
+                    mean += x[idx(ch, k)];
+                }
+            }
+            mean /= l;
+            let mut var = E::zero();
+            for ch in 0..cg {
+                for k in 0..hw {
+                    var += (x[idx(ch, k)] - mean).powi(2);
+                }
+            }
+            var /= l;
+            for ch in 0..cg {
+                for k in 0..hw {
+                    let z = gamma[g * cg + ch] * (x[idx(ch, k)] - mean) / (var + eps).sqrt()
+                        + beta[g * cg + ch];
+                    y[idx(ch, k)] = if silu { silu_and_derivative(z).0 } else { z };
+                }
+            }
+        }
+    }
+}
+
+/// Backward pass of [`group_norm_forward`] through the full Jacobian of the normalisation,
+/// `∂x̂_j/∂x_i = r (δ_ij - 1/L - x̂_i x̂_j / L)` (O(L²) per group, an independent route from
+/// the fast kernel's collapsed form); overwrites `dx`, `dgamma`, `dbeta`.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward<E: Element>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    groups: usize,
+    silu: bool,
+    eps: E,
+    x: &[E],
+    gamma: &[E],
+    beta: &[E],
+    dy: &[E],
+    dx: &mut [E],
+    dgamma: &mut [E],
+    dbeta: &mut [E],
+) {
+    let cg = c / groups;
+    let len = cg * hw;
+    let l = E::from_usize(len).unwrap();
+    dgamma.iter_mut().for_each(|v| *v = E::zero());
+    dbeta.iter_mut().for_each(|v| *v = E::zero());
+    for img in 0..n {
+        for g in 0..groups {
+            let base = (img * c + g * cg) * hw;
+            let xs = &x[base..base + len];
+            let mean = xs.iter().copied().sum::<E>() / l;
+            let var = xs.iter().map(|&v| (v - mean).powi(2)).sum::<E>() / l;
+            let r = E::one() / (var + eps).sqrt();
+            let xhat: Vec<E> = xs.iter().map(|&v| (v - mean) * r).collect();
+            // dL/dxhat_j = dy_j act'(z_j) gamma_j
+            let mut dxhat = vec![E::zero(); len];
+            for j in 0..len {
+                let ch = g * cg + j / hw;
+                let z = gamma[ch] * xhat[j] + beta[ch];
+                let dz = dy[base + j]
+                    * if silu {
+                        silu_and_derivative(z).1
+                    } else {
+                        E::one()
+                    };
+                dgamma[ch] += dz * xhat[j];
+                dbeta[ch] += dz;
+                dxhat[j] = dz * gamma[ch];
+            }
+            for i in 0..len {
+                let mut acc = E::zero();
+                for j in 0..len {
+                    let delta = if i == j { E::one() } else { E::zero() };
+                    acc += dxhat[j] * r * (delta - E::one() / l - xhat[i] * xhat[j] / l);
+                }
+                dx[base + i] = acc;
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Group normalisation fused with an activation (identity or SiLU), forward and backward, on
+//! NCHW activations.
+//!
+//! For image `n` and group `g` (the channels `g·C/G .. (g+1)·C/G`, contiguous in NCHW, `L =
+//! (C/G)·H·W` elements): `μ = Σx/L`, `σ² = Σ(x-μ)²/L` (biased, as PyTorch), `r = 1/√(σ²+ε)`,
+//! `x̂ = (x-μ) r`, `z = γ_c x̂ + β_c`, `y = act(z)`.
+//!
+//! Backward, with `dz = dy · act'(z)` and `dx̂ = γ_c dz`:
+//! `dx = r (dx̂ - mean_g(dx̂) - x̂ · mean_g(dx̂ x̂))`, `dγ_c = Σ_{n,h,w} dz x̂`,
+//! `dβ_c = Σ_{n,h,w} dz`. The sums over the batch for `dγ`, `dβ` are taken in image order.
+
+use rayon::prelude::*;
+
+use super::activation::{silu, silu_derivative};
+use super::reduce::{lane_sum, reduce_in_order};
+use crate::engine::element::Element;
+use crate::error::{Error, Result};
+
+/// The activation applied after the affine map of the normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `y = z`.
+    Identity,
+    /// `y = z σ(z)`, the sigmoid-weighted linear unit.
+    Silu,
+}
+
+impl Activation {
+    fn apply<E: Element>(self, z: E) -> E {
+        match self {
+            Activation::Identity => z,
+            Activation::Silu => silu(z),
+        }
+    }
+    fn derivative<E: Element>(self, z: E) -> E {
+        match self {
+            Activation::Identity => E::one(),
+            Activation::Silu => silu_derivative(z),
+        }
+    }
+}
+
+/// Shape of a group normalisation: `n × c × hw` activations in `groups` groups of channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupNormGeom {
+    /// Batch size.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Spatial size `H·W` of one channel.
+    pub hw: usize,
+    /// Number of groups; divides `c`.
+    pub groups: usize,
+}
+
+impl GroupNormGeom {
+    /// Validates the shape: `groups >= 1`, `groups` divides `c`, `hw >= 1`.
+    pub fn new(n: usize, c: usize, hw: usize, groups: usize) -> Result<Self> {
+        if groups == 0 || c % groups != 0 {
+            return Err(Error::param(
+                "groups",
+                format!("{groups} groups must be at least 1 and divide {c} channels"),
+            ));
+        }
+        if hw == 0 {
+            return Err(Error::param("hw", "spatial size must be positive"));
+        }
+        Ok(Self { n, c, hw, groups })
+    }
+    /// Channels per group.
+    pub fn channels_per_group(&self) -> usize {
+        self.c / self.groups
+    }
+    /// Number of activations `n·c·hw`.
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+    /// `true` when there are no activations.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Number of (image, group) pairs, the length of the statistics arrays.
+    pub fn stats_len(&self) -> usize {
+        self.n * self.groups
+    }
+    fn check(&self, x: usize, gamma: usize, beta: usize) {
+        assert!(
+            self.groups > 0 && self.c % self.groups == 0,
+            "group norm: bad groups"
+        );
+        assert_eq!(x, self.len(), "group norm: activation length");
+        assert_eq!(gamma, self.c, "group norm: gamma length");
+        assert_eq!(beta, self.c, "group norm: beta length");
+    }
+}
+
+// ANCHOR: group_norm_forward
+/// Forward pass: writes `y = act(γ x̂ + β)` and the per-(image, group) statistics `mean` and
+/// `rstd = 1/√(σ²+ε)` (each of length `n·groups`, index `n·groups + g`), which the backward
+/// pass takes back. `x`, `y`: `n·c·hw`; `gamma`, `beta`: `c`.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_forward<E: Element>(
+    g: &GroupNormGeom,
+    act: Activation,
+    eps: E,
+    x: &[E],
+    gamma: &[E],
+    beta: &[E],
+    y: &mut [E],
+    mean: &mut [E],
+    rstd: &mut [E],
+) {
+    g.check(x.len(), gamma.len(), beta.len());
+    assert_eq!(y.len(), g.len(), "group norm: output length");
+    assert_eq!(mean.len(), g.stats_len(), "group norm: mean length");
+    assert_eq!(rstd.len(), g.stats_len(), "group norm: rstd length");
+    let cg = g.channels_per_group();
+    let l = cg * g.hw;
+    if l == 0 || g.n == 0 {
+        return;
+    }
+    let inv_l = E::one() / E::from_usize(l).expect("group size fits the element type");
+    y.par_chunks_mut(l)
+        .zip(x.par_chunks(l))
+        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+        .enumerate()
+        .for_each(|(ng, ((yg, xg), (mu, rs)))| {
+            let m = lane_sum(xg.iter().copied()) * inv_l;
+            let var = lane_sum(xg.iter().map(|&v| (v - m) * (v - m))) * inv_l;
+            let r = E::one() / (var + eps).sqrt();
+            *mu = m;
+            *rs = r;
+            let c0 = (ng % g.groups) * cg;
+            for (ch, (yc, xc)) in yg
+                .chunks_exact_mut(g.hw)
+                .zip(xg.chunks_exact(g.hw))
+                .enumerate()
+            {
+                let scale = gamma[c0 + ch] * r;
+                let shift = beta[c0 + ch] - m * scale;
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    *o = act.apply(v * scale + shift);
+                }
+            }
+        });
+}
+// ANCHOR_END: group_norm_forward
+
+// ANCHOR: group_norm_backward
+/// Backward pass: from `x`, the affine parameters, the statistics of the forward pass and
+/// the output gradient `dy`, overwrites `dx` (`n·c·hw`) and `dgamma`, `dbeta` (`c`).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward<E: Element>(
+    g: &GroupNormGeom,
+    act: Activation,
+    x: &[E],
+    gamma: &[E],
+    beta: &[E],
+    mean: &[E],
+    rstd: &[E],
+    dy: &[E],
+    dx: &mut [E],
+    dgamma: &mut [E],
+    dbeta: &mut [E],
+) {
+    g.check(x.len(), gamma.len(), beta.len());
+    assert_eq!(dy.len(), g.len(), "group norm: output-gradient length");
+    assert_eq!(dx.len(), g.len(), "group norm: input-gradient length");
+    assert_eq!(mean.len(), g.stats_len(), "group norm: mean length");
+    assert_eq!(rstd.len(), g.stats_len(), "group norm: rstd length");
+    assert_eq!(dgamma.len(), g.c, "group norm: dgamma length");
+    assert_eq!(dbeta.len(), g.c, "group norm: dbeta length");
+    let cg = g.channels_per_group();
+    let l = cg * g.hw;
+    if l == 0 || g.n == 0 {
+        dgamma.fill(E::zero());
+        dbeta.fill(E::zero());
+        return;
+    }
+    let inv_l = E::one() / E::from_usize(l).expect("group size fits the element type");
+    // Per-image partials of dgamma and dbeta (n × c), reduced over n in index order below.
+    let mut pg = vec![E::zero(); g.n * g.c];
+    let mut pb = vec![E::zero(); g.n * g.c];
+    dx.par_chunks_mut(l)
+        .zip(x.par_chunks(l).zip(dy.par_chunks(l)))
+        .zip(pg.par_chunks_mut(cg).zip(pb.par_chunks_mut(cg)))
+        .enumerate()
+        .for_each(|(ng, ((dxg, (xg, dyg)), (pgg, pbg)))| {
+            let (m, r) = (mean[ng], rstd[ng]);
+            let c0 = (ng % g.groups) * cg;
+            // Pass 1: dz into dx; per-channel Σdz and Σdz·x̂.
+            let (mut sum_dxhat, mut sum_dxhat_xhat) = (E::zero(), E::zero());
+            for (ch, ((dxc, xc), dyc)) in dxg
+                .chunks_exact_mut(g.hw)
+                .zip(xg.chunks_exact(g.hw))
+                .zip(dyg.chunks_exact(g.hw))
+                .enumerate()
+            {
+                let (ga, be) = (gamma[c0 + ch], beta[c0 + ch]);
+                for ((o, &v), &d) in dxc.iter_mut().zip(xc).zip(dyc) {
+                    let xhat = (v - m) * r;
+                    *o = d * act.derivative(ga * xhat + be);
+                }
+                let sdz = lane_sum(dxc.iter().copied());
+                let sdzx = lane_sum(dxc.iter().zip(xc).map(|(&dz, &v)| dz * ((v - m) * r)));
+                pbg[ch] = sdz;
+                pgg[ch] = sdzx;
+                sum_dxhat += ga * sdz;
+                sum_dxhat_xhat += ga * sdzx;
+            }
+            let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat * inv_l, sum_dxhat_xhat * inv_l);
+            // Pass 2: dx = r (γ dz - mean(dx̂) - x̂ mean(dx̂ x̂)).
+            for (ch, (dxc, xc)) in dxg
+                .chunks_exact_mut(g.hw)
+                .zip(xg.chunks_exact(g.hw))
+                .enumerate()
+            {
+                let ga = gamma[c0 + ch];
+                for (o, &v) in dxc.iter_mut().zip(xc) {
+                    let xhat = (v - m) * r;
+                    *o = r * (ga * *o - mean_dxhat - xhat * mean_dxhat_xhat);
+                }
+            }
+        });
+    reduce_in_order(&pg, dgamma);
+    reduce_in_order(&pb, dbeta);
+}
+// ANCHOR_END: group_norm_backward

@@ -1,0 +1,668 @@
+//! The fast kernels of `engine::kernels` against the slow reference kernels, in f64 and f32,
+//! with tolerances from rounding-error bounds; bit-identity on rayon pools of 1 and 2
+//! threads; validation errors.
+//!
+//! Rounding bounds used throughout (u = unit roundoff, `E::EPSILON / 2`): a sum of K terms
+//! computed in any order satisfies `|fl(s) - s| <= γ_K Σ|t_i|`, `γ_K = K u / (1 - K u)`
+//! (Higham, Accuracy and Stability, §3.1). Two implementations of the same sum therefore
+//! differ by at most `2 γ_K Σ|t_i| <= 2 K ε Σ|t_i|` with `ε = E::EPSILON = 2u`, comfortably
+//! (the factor 2 covers `1/(1-Ku)` for every K here). The `Σ|t_i|` are computed with the
+//! reference kernel on the absolute values of the operands.
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use scoresde::engine::element::{gemm, gemm_serial, Element};
+use scoresde::engine::kernels::{self, reference, Activation, Conv2dGeom, GroupNormGeom};
+
+fn random_vec(len: usize, seed: u64) -> Vec<f64> {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| r.random::<f64>() * 2.0 - 1.0).collect()
+}
+
+/// The f64 vector rounded to f32 and back, so that f32 and f64 kernels see the same numbers.
+fn as_f32(v: &[f64]) -> (Vec<f32>, Vec<f64>) {
+    let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    let d = f.iter().map(|&x| x as f64).collect();
+    (f, d)
+}
+
+/// `x` in element type `E`.
+fn el<E: Element>(x: f64) -> E {
+    <E as Element>::from_f64(x)
+}
+
+/// `x` as f64 (exact).
+fn tf<E: Element>(x: E) -> f64 {
+    <E as Element>::to_f64(x)
+}
+
+fn abs(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// Asserts `|got_i - want_i| <= k ε Σ|t|_i` for every i.
+fn assert_within<E: Element>(
+    what: &str,
+    got: &[E],
+    want: &[f64],
+    abs_terms: &[f64],
+    k: f64,
+    eps: f64,
+) {
+    assert_eq!(got.len(), want.len());
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(abs_terms).enumerate() {
+        let tol = k * eps * s;
+        let err = (tf(g) - w).abs();
+        assert!(
+            err <= tol,
+            "{what}[{i}]: got {} want {w}, error {err:e} > bound {tol:e}",
+            tf(g)
+        );
+    }
+}
+
+/// Runs `f` on a rayon pool of `threads` threads.
+fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool")
+        .install(f)
+}
+
+fn geom() -> impl Strategy<Value = Conv2dGeom> {
+    (
+        1usize..4,
+        1usize..6,
+        1usize..10,
+        1usize..10,
+        1usize..6,
+        prop_oneof![Just(1usize), Just(3)],
+        1usize..3,
+        0usize..2,
+    )
+        .prop_filter_map("kernel must fit", |(n, ci, h, w, co, k, s, p)| {
+            Conv2dGeom::new(n, ci, h, w, co, k, k, s, p).ok()
+        })
+}
+
+/// Reference results and the Σ|terms| of each output for the three convolution passes.
+struct ConvCase {
+    x: Vec<f64>,
+    w: Vec<f64>,
+    b: Vec<f64>,
+    dy: Vec<f64>,
+}
+
+impl ConvCase {
+    fn new(g: &Conv2dGeom, seed: u64) -> Self {
+        // Values representable in f32, so the f32 kernels see the same inputs.
+        Self {
+            x: as_f32(&random_vec(g.x_len(), seed)).1,
+            w: as_f32(&random_vec(g.w_len(), seed + 1)).1,
+            b: as_f32(&random_vec(g.c_out, seed + 2)).1,
+            dy: as_f32(&random_vec(g.y_len(), seed + 3)).1,
+        }
+    }
+    fn forward(&self, g: &Conv2dGeom) -> (Vec<f64>, Vec<f64>) {
+        let mut y = vec![0.0; g.y_len()];
+        let mut s = vec![0.0; g.y_len()];
+        reference::conv2d_forward(g, &self.x, &self.w, Some(&self.b), &mut y);
+        reference::conv2d_forward(g, &abs(&self.x), &abs(&self.w), Some(&abs(&self.b)), &mut s);
+        (y, s)
+    }
+    fn backward_input(&self, g: &Conv2dGeom) -> (Vec<f64>, Vec<f64>) {
+        let mut dx = vec![0.0; g.x_len()];
+        let mut s = vec![0.0; g.x_len()];
+        reference::conv2d_backward_input(g, &self.dy, &self.w, &mut dx);
+        reference::conv2d_backward_input(g, &abs(&self.dy), &abs(&self.w), &mut s);
+        (dx, s)
+    }
+    fn backward_weight(&self, g: &Conv2dGeom) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (mut dw, mut sw) = (vec![0.0; g.w_len()], vec![0.0; g.w_len()]);
+        let (mut db, mut sb) = (vec![0.0; g.c_out], vec![0.0; g.c_out]);
+        reference::conv2d_backward_weight(g, &self.x, &self.dy, &mut dw, Some(&mut db));
+        reference::conv2d_backward_weight(g, &abs(&self.x), &abs(&self.dy), &mut sw, Some(&mut sb));
+        (dw, sw, db, sb)
+    }
+}
+
+/// Checks all three fast passes in element type `E` against the f64 reference. `two` is 2
+/// for f64 (both sides round) and 1 for f32 (the f64 reference's rounding is negligible).
+fn check_conv<E: Element>(g: &Conv2dGeom, seed: u64, two: f64) {
+    let c = ConvCase::new(g, seed);
+    let cv = |v: &[f64]| v.iter().map(|&a| el::<E>(a)).collect::<Vec<E>>();
+    let eps = tf(E::epsilon());
+    let (ho, wo) = (g.h_out(), g.w_out());
+    // forward: K = c_in kh kw products plus the bias.
+    let (y, s) = c.forward(g);
+    let mut got = vec![E::zero(); g.y_len()];
+    kernels::conv2d_forward(g, &cv(&c.x), &cv(&c.w), Some(&cv(&c.b)), &mut got);
+    assert_within(
+        "forward",
+        &got,
+        &y,
+        &s,
+        two * (g.c_in * g.kh * g.kw + 1) as f64,
+        eps,
+    );
+    // input gradient: at most c_out kh kw products, summed by a GEMM over c_out then by col2im.
+    let (dx, s) = c.backward_input(g);
+    let mut got = vec![E::zero(); g.x_len()];
+    kernels::conv2d_backward_input(g, &cv(&c.dy), &cv(&c.w), &mut got);
+    assert_within(
+        "backward_input",
+        &got,
+        &dx,
+        &s,
+        two * (g.c_out * g.kh * g.kw + 1) as f64,
+        eps,
+    );
+    // weight gradient: n ho wo products; bias gradient: n ho wo terms.
+    let (dw, sw, db, sb) = c.backward_weight(g);
+    let (mut gw, mut gb) = (vec![E::zero(); g.w_len()], vec![E::zero(); g.c_out]);
+    kernels::conv2d_backward_weight(g, &cv(&c.x), &cv(&c.dy), &mut gw, Some(&mut gb));
+    let k = two * (g.n * ho * wo + 1) as f64;
+    assert_within("backward_weight", &gw, &dw, &sw, k, eps);
+    assert_within("backward_bias", &gb, &db, &sb, k, eps);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The three fast convolution passes agree with the direct-loop reference in f64 to the
+    /// rounding bound `2 K ε Σ|terms|`, over random batch, channels, odd and even sizes,
+    /// stride 1/2, padding 0/1 and kernels 1x1/3x3.
+    #[test]
+    fn conv_fast_matches_reference_f64(g in geom(), seed in 0u64..1000) {
+        check_conv::<f64>(&g, seed, 2.0);
+    }
+
+    /// The same in f32 against the f64 reference, to `K ε_f32 Σ|terms|`.
+    #[test]
+    fn conv_fast_matches_reference_f32(g in geom(), seed in 0u64..1000) {
+        check_conv::<f32>(&g, seed, 1.0);
+    }
+
+    /// `element::gemm` (rayon-split) and `gemm_serial` agree with a naive triple loop for
+    /// every transposition and `beta`, to `2 (k+1) ε Σ|terms|` (one more term for `beta C`).
+    #[test]
+    fn gemm_matches_naive_product(m in 1usize..300, k in 1usize..40, n in 1usize..300, ta: bool, tb: bool, seed in 0u64..1000) {
+        let a = random_vec(m * k, seed);
+        let b = random_vec(k * n, seed + 1);
+        let c0 = random_vec(m * n, seed + 2);
+        let beta = 0.5;
+        let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+        let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+        let mut want = vec![0.0; m * n];
+        let mut s = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                want[i * n + j] = beta * c0[i * n + j] + (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f64>();
+                s[i * n + j] = (beta * c0[i * n + j]).abs() + (0..k).map(|p| (at(i, p) * bt(p, j)).abs()).sum::<f64>();
+            }
+        }
+        let mut c = c0.clone();
+        on_threads(2, || gemm(m, k, n, &a, ta, &b, tb, beta, &mut c));
+        assert_within("gemm", &c, &want, &s, 2.0 * (k + 1) as f64, f64::EPSILON);
+        let mut c = c0.clone();
+        gemm_serial(m, k, n, &a, ta, &b, tb, beta, &mut c);
+        assert_within("gemm_serial", &c, &want, &s, 2.0 * (k + 1) as f64, f64::EPSILON);
+    }
+}
+
+/// The comparison above has teeth: a "convolution" that flips the kernel (true convolution
+/// instead of the cross-correlation that PyTorch and the reference compute) is rejected.
+#[test]
+fn conv_check_rejects_flipped_kernel() {
+    let g = Conv2dGeom::new(2, 3, 6, 5, 4, 3, 3, 1, 1).unwrap();
+    let c = ConvCase::new(&g, 7);
+    let (y, s) = c.forward(&g);
+    let mut flipped = c.w.clone();
+    for o in 0..g.c_out * g.c_in {
+        flipped[o * 9..o * 9 + 9].reverse();
+    }
+    let mut got = vec![0.0; g.y_len()];
+    kernels::conv2d_forward(&g, &c.x, &flipped, Some(&c.b), &mut got);
+    let k = 2.0 * (g.c_in * 9 + 1) as f64;
+    let rejected =
+        std::panic::catch_unwind(|| assert_within("flipped", &got, &y, &s, k, f64::EPSILON));
+    assert!(rejected.is_err(), "a flipped kernel passed the check");
+}
+
+fn bits<E: Element>(v: &[E]) -> Vec<u64> {
+    v.iter().map(|x| tf(*x).to_bits()).collect()
+}
+
+/// Every fast kernel gives bit-identical results on rayon pools of 1 and 2 threads (f32,
+/// at sizes that split: 37 images for several weight-gradient chunks, a GEMM above the
+/// splitting threshold).
+#[test]
+fn kernels_are_bit_identical_on_1_and_2_threads() {
+    let run = |threads: usize| {
+        on_threads(threads, || {
+            let mut out: Vec<Vec<u64>> = vec![];
+            for g in [
+                Conv2dGeom::new(37, 8, 11, 9, 12, 3, 3, 1, 1).unwrap(),
+                Conv2dGeom::new(37, 8, 11, 9, 12, 3, 3, 2, 1).unwrap(),
+                Conv2dGeom::new(37, 8, 11, 9, 12, 1, 1, 1, 0).unwrap(),
+            ] {
+                let c = ConvCase::new(&g, 11);
+                let f = |v: &[f64]| as_f32(v).0;
+                let mut y = vec![0f32; g.y_len()];
+                kernels::conv2d_forward(&g, &f(&c.x), &f(&c.w), Some(&f(&c.b)), &mut y);
+                let mut dx = vec![0f32; g.x_len()];
+                kernels::conv2d_backward_input(&g, &f(&c.dy), &f(&c.w), &mut dx);
+                let (mut dw, mut db) = (vec![0f32; g.w_len()], vec![0f32; g.c_out]);
+                kernels::conv2d_backward_weight(&g, &f(&c.x), &f(&c.dy), &mut dw, Some(&mut db));
+                out.extend([bits(&y), bits(&dx), bits(&dw), bits(&db)]);
+            }
+            let (m, k, n) = (300, 70, 310);
+            let a = as_f32(&random_vec(m * k, 1)).0;
+            let b = as_f32(&random_vec(k * n, 2)).0;
+            let mut cm = vec![0f32; m * n];
+            gemm(m, k, n, &a, false, &b, true, 0.0, &mut cm);
+            out.push(bits(&cm));
+            let gn = GroupNormGeom::new(5, 32, 49, 8).unwrap();
+            let x = as_f32(&random_vec(gn.len(), 3)).0;
+            let dy = as_f32(&random_vec(gn.len(), 4)).0;
+            let ga = as_f32(&random_vec(32, 5)).0;
+            let be = as_f32(&random_vec(32, 6)).0;
+            let (mut y, mut mu, mut rs) = (vec![0f32; gn.len()], vec![0f32; 40], vec![0f32; 40]);
+            kernels::group_norm_forward(
+                &gn,
+                Activation::Silu,
+                1e-5,
+                &x,
+                &ga,
+                &be,
+                &mut y,
+                &mut mu,
+                &mut rs,
+            );
+            let (mut dx, mut dg, mut db) = (vec![0f32; gn.len()], vec![0f32; 32], vec![0f32; 32]);
+            kernels::group_norm_backward(
+                &gn,
+                Activation::Silu,
+                &x,
+                &ga,
+                &be,
+                &mu,
+                &rs,
+                &dy,
+                &mut dx,
+                &mut dg,
+                &mut db,
+            );
+            let mut bg = vec![0f32; 32];
+            kernels::bias_grad(&dy, 5, 32, 49, &mut bg);
+            out.extend([bits(&y), bits(&dx), bits(&dg), bits(&db), bits(&bg)]);
+            out
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    assert_eq!(one.len(), two.len());
+    for (i, (a, b)) in one.iter().zip(&two).enumerate() {
+        assert!(a == b, "output {i} differs between 1 and 2 threads");
+    }
+}
+
+fn gn_geom() -> impl Strategy<Value = (GroupNormGeom, bool)> {
+    (1usize..4, 1usize..5, 1usize..4, 1usize..30, any::<bool>())
+        .prop_map(|(n, g, cg, hw, silu)| (GroupNormGeom::new(n, g * cg, hw, g).unwrap(), silu))
+}
+
+/// Group-norm inputs with a non-zero mean (offset 0.5) so that centring matters.
+fn gn_inputs(g: &GroupNormGeom, seed: u64) -> [Vec<f64>; 4] {
+    let x = random_vec(g.len(), seed)
+        .iter()
+        .map(|v| as_f32(&[v + 0.5]).1[0])
+        .collect();
+    [
+        x,
+        as_f32(&random_vec(g.c, seed + 1)).1,
+        as_f32(&random_vec(g.c, seed + 2)).1,
+        as_f32(&random_vec(g.len(), seed + 3)).1,
+    ]
+}
+
+/// Error scale of group norm in element type `E` (see the module header): every output is a
+/// sum of at most `N·HW + L` terms followed by O(1) operations; the centring `x - μ` scaled
+/// by `r = 1/σ` amplifies the error of μ by `κ = r · max|x|`. Returns `(L + N·HW + 16) ε κ`
+/// per group, to be multiplied by the magnitude of the terms that make each output.
+fn gn_error_scale(g: &GroupNormGeom, x: &[f64], eps: f64) -> Vec<f64> {
+    let l = g.channels_per_group() * g.hw;
+    x.chunks(l)
+        .map(|xs| {
+            let m = xs.iter().sum::<f64>() / l as f64;
+            let v = xs.iter().map(|a| (a - m).powi(2)).sum::<f64>() / l as f64;
+            let kappa = xs.iter().fold(0.0f64, |a, b| a.max(b.abs())) / (v + 1e-5).sqrt();
+            (l + g.n * g.hw + 16) as f64 * eps * kappa.max(1.0)
+        })
+        .collect()
+}
+
+fn check_group_norm<E: Element>(g: &GroupNormGeom, silu: bool, seed: u64, kernel_eps: f64) {
+    let [x, ga, be, dy] = gn_inputs(g, seed);
+    let cv = |v: &[f64]| v.iter().map(|&a| el::<E>(a)).collect::<Vec<E>>();
+    let act = if silu {
+        Activation::Silu
+    } else {
+        Activation::Identity
+    };
+    let eps_norm = 1e-5;
+    let (mut y, mut mu, mut rs) = (
+        vec![E::zero(); g.len()],
+        vec![E::zero(); g.stats_len()],
+        vec![E::zero(); g.stats_len()],
+    );
+    kernels::group_norm_forward(
+        g,
+        act,
+        el::<E>(kernel_eps),
+        &cv(&x),
+        &cv(&ga),
+        &cv(&be),
+        &mut y,
+        &mut mu,
+        &mut rs,
+    );
+    let mut yr = vec![0.0; g.len()];
+    reference::group_norm_forward(
+        g.n, g.c, g.hw, g.groups, silu, eps_norm, &x, &ga, &be, &mut yr,
+    );
+    let scale = gn_error_scale(g, &x, tf(E::epsilon()));
+    let l = g.channels_per_group() * g.hw;
+    // forward: |Δy| <= 4 scale (|γ| (1 + |x̂|) + |β| + |y|); the terms of one output.
+    let sy: Vec<f64> = (0..g.len())
+        .map(|i| {
+            let ch = (i / g.hw) % g.c;
+            4.0 * scale[i / l]
+                * (ga[ch].abs() * (1.0 + 3.0 * yr[i].abs().max(1.0)) + be[ch].abs() + yr[i].abs())
+        })
+        .collect();
+    assert_within("gn forward", &y, &yr, &sy, 1.0, 1.0);
+    let (mut dx, mut dg, mut db) = (
+        vec![E::zero(); g.len()],
+        vec![E::zero(); g.c],
+        vec![E::zero(); g.c],
+    );
+    kernels::group_norm_backward(
+        g,
+        act,
+        &cv(&x),
+        &cv(&ga),
+        &cv(&be),
+        &mu,
+        &rs,
+        &cv(&dy),
+        &mut dx,
+        &mut dg,
+        &mut db,
+    );
+    let (mut dxr, mut dgr, mut dbr) = (vec![0.0; g.len()], vec![0.0; g.c], vec![0.0; g.c]);
+    reference::group_norm_backward(
+        g.n, g.c, g.hw, g.groups, silu, eps_norm, &x, &ga, &be, &dy, &mut dxr, &mut dgr, &mut dbr,
+    );
+    // backward: dx = r (dx̂ - mean dx̂ - x̂ mean(dx̂ x̂)), terms bounded by
+    // r (|dx̂_i| + mean|dx̂| (1 + |x̂_i| max|x̂|)); dγ, dβ: sums of |dz| (1 + |x̂|).
+    // |x̂_i| <= √(L-1) for any group (Σ x̂² = L σ²/(σ²+ε) <= L).
+    let xhat_max = (l as f64).sqrt();
+    let sdx: Vec<f64> = dx
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let grp = i / l;
+            let r = 1.0 / {
+                let xs = &x[grp * l..(grp + 1) * l];
+                let m = xs.iter().sum::<f64>() / l as f64;
+                (xs.iter().map(|a| (a - m).powi(2)).sum::<f64>() / l as f64 + 1e-5).sqrt()
+            };
+            let mabs = dy[grp * l..(grp + 1) * l]
+                .iter()
+                .map(|d| d.abs())
+                .sum::<f64>()
+                / l as f64;
+            let gmax = ga.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+            8.0 * scale[grp] * r * gmax * (dy[i].abs() + mabs * (1.0 + xhat_max * xhat_max)) * 2.0
+        })
+        .collect();
+    assert_within("gn backward dx", &dx, &dxr, &sdx, 1.0, 1.0);
+    let sum_abs = |c: usize| -> f64 {
+        (0..g.n)
+            .map(|n| {
+                dy[(n * g.c + c) * g.hw..(n * g.c + c + 1) * g.hw]
+                    .iter()
+                    .map(|d| d.abs())
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let sg: Vec<f64> = (0..g.c)
+        .map(|c| {
+            8.0 * scale.iter().fold(0.0f64, |a, &b| a.max(b)) * 1.2 * sum_abs(c) * (1.0 + xhat_max)
+        })
+        .collect();
+    assert_within("gn backward dgamma", &dg, &dgr, &sg, 1.0, 1.0);
+    assert_within("gn backward dbeta", &db, &dbr, &sg, 1.0, 1.0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Fused group norm (+ SiLU) forward and backward agree with the definition (forward)
+    /// and the full-Jacobian reference (backward) in f64, within the error scale of
+    /// `gn_error_scale`.
+    #[test]
+    fn group_norm_matches_reference_f64((g, silu) in gn_geom(), seed in 0u64..1000) {
+        check_group_norm::<f64>(&g, silu, seed, 1e-5);
+    }
+
+    /// The same for the f32 kernel against the f64 reference.
+    #[test]
+    fn group_norm_matches_reference_f32((g, silu) in gn_geom(), seed in 0u64..1000) {
+        check_group_norm::<f32>(&g, silu, seed, 1e-5);
+    }
+
+    /// The full-Jacobian reference backward equals central finite differences of the
+    /// reference forward: for `L(x, γ, β) = Σ dy·y`, `(L(θ+h) - L(θ-h))/2h` has truncation
+    /// error `h² |L'''|/6` (~1e-6·O(10) for h = 1e-3 with inputs of order 1, r <= 10 here)
+    /// plus rounding `ε Σ|dy y| / h` (~1e-12); tolerance 1e-4 absolute + 1e-4 relative.
+    #[test]
+    fn group_norm_reference_backward_matches_finite_differences((g, silu) in gn_geom(), seed in 0u64..1000) {
+        let [x, ga, be, dy] = gn_inputs(&g, seed);
+        let loss = |x: &[f64], ga: &[f64], be: &[f64]| {
+            let mut y = vec![0.0; g.len()];
+            reference::group_norm_forward(g.n, g.c, g.hw, g.groups, silu, 1e-5, x, ga, be, &mut y);
+            y.iter().zip(&dy).map(|(a, b)| a * b).sum::<f64>()
+        };
+        let (mut dx, mut dg, mut db) = (vec![0.0; g.len()], vec![0.0; g.c], vec![0.0; g.c]);
+        reference::group_norm_backward(g.n, g.c, g.hw, g.groups, silu, 1e-5, &x, &ga, &be, &dy, &mut dx, &mut dg, &mut db);
+        let h = 1e-3;
+        let fd = |which: usize, i: usize| {
+            let (mut a, mut b) = ([x.clone(), ga.clone(), be.clone()], [x.clone(), ga.clone(), be.clone()]);
+            a[which][i] += h;
+            b[which][i] -= h;
+            (loss(&a[0], &a[1], &a[2]) - loss(&b[0], &b[1], &b[2])) / (2.0 * h)
+        };
+        // groups of size 1 have σ = 0 and x̂ = 0 with r = 1/√ε = 316: skip x there.
+        let l = g.channels_per_group() * g.hw;
+        for i in (0..g.len()).step_by(7) {
+            if l > 1 {
+                let f = fd(0, i);
+                prop_assert!((f - dx[i]).abs() <= 1e-4 + 1e-4 * f.abs(), "dx[{}]: fd {} analytic {}", i, f, dx[i]);
+            }
+        }
+        for c in 0..g.c {
+            let (f, e) = (fd(1, c), fd(2, c));
+            prop_assert!((f - dg[c]).abs() <= 1e-4 + 1e-4 * f.abs(), "dgamma[{}]: fd {} analytic {}", c, f, dg[c]);
+            prop_assert!((e - db[c]).abs() <= 1e-4 + 1e-4 * e.abs(), "dbeta[{}]: fd {} analytic {}", c, e, db[c]);
+        }
+    }
+
+    /// Bias gradient against the reference: sums of N·HW terms, bound `2 N·HW ε Σ|dy|`.
+    #[test]
+    fn bias_grad_matches_reference(n in 1usize..5, c in 1usize..9, hw in 1usize..200, seed in 0u64..1000) {
+        let dy = random_vec(n * c * hw, seed);
+        let (mut got, mut want, mut s) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+        kernels::bias_grad(&dy, n, c, hw, &mut got);
+        reference::bias_grad(&dy, n, c, hw, &mut want);
+        reference::bias_grad(&abs(&dy), n, c, hw, &mut s);
+        assert_within("bias_grad", &got, &want, &s, 2.0 * (n * hw) as f64, f64::EPSILON);
+    }
+
+    /// Nearest upsampling: the forward copies exactly (bit-equal to the reference); the
+    /// backward sums 4 terms (bound `2·4 ε Σ|dy|`) and is the adjoint of the forward,
+    /// `<U x, v> = <x, Uᵀ v>` to the rounding of two sums of `4 P h w` products.
+    #[test]
+    fn upsample_matches_reference_and_is_adjoint(planes in 1usize..6, h in 1usize..9, w in 1usize..9, seed in 0u64..1000) {
+        let x = random_vec(planes * h * w, seed);
+        let v = random_vec(4 * planes * h * w, seed + 1);
+        let (mut y, mut yr) = (vec![0.0; v.len()], vec![0.0; v.len()]);
+        kernels::upsample_nearest2x_forward(&x, planes, h, w, &mut y);
+        reference::upsample_nearest2x_forward(&x, planes, h, w, &mut yr);
+        prop_assert_eq!(&y, &yr);
+        let (mut dx, mut dxr, mut s) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; x.len()]);
+        kernels::upsample_nearest2x_backward(&v, planes, h, w, &mut dx);
+        reference::upsample_nearest2x_backward(&v, planes, h, w, &mut dxr);
+        reference::upsample_nearest2x_backward(&abs(&v), planes, h, w, &mut s);
+        assert_within("upsample backward", &dx, &dxr, &s, 8.0, f64::EPSILON);
+        let lhs: f64 = y.iter().zip(&v).map(|(a, b)| a * b).sum();
+        let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+        let mag: f64 = y.iter().zip(&v).map(|(a, b)| (a * b).abs()).sum();
+        prop_assert!((lhs - rhs).abs() <= 4.0 * v.len() as f64 * f64::EPSILON * mag);
+    }
+
+    /// SiLU backward equals the central difference of SiLU forward: truncation
+    /// `h² |silu'''|/6 <= h²/6` (|silu'''| < 1) plus rounding `ε |silu| / h`; with h = 1e-4,
+    /// tolerance 1e-8 + 1e-11.
+    #[test]
+    fn silu_backward_matches_finite_differences(xs in prop::collection::vec(-8.0f64..8.0, 1..50)) {
+        let dy = vec![1.0; xs.len()];
+        let mut d = vec![0.0; xs.len()];
+        kernels::silu_backward(&xs, &dy, &mut d);
+        let h = 1e-4;
+        let (mut p, mut m) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+        let xp: Vec<f64> = xs.iter().map(|v| v + h).collect();
+        let xm: Vec<f64> = xs.iter().map(|v| v - h).collect();
+        kernels::silu_forward(&xp, &mut p);
+        kernels::silu_forward(&xm, &mut m);
+        for i in 0..xs.len() {
+            let fd = (p[i] - m[i]) / (2.0 * h);
+            prop_assert!((fd - d[i]).abs() <= 1e-8 + 1e-11, "x {}: fd {} analytic {}", xs[i], fd, d[i]);
+        }
+    }
+}
+
+/// The group-norm check has teeth: a kernel run with ε = 1e-3 instead of the reference's
+/// 1e-5 (a relative change of about 1.5e-3 in 1/σ for variance ~1/3) is rejected, in f32.
+#[test]
+fn group_norm_check_rejects_wrong_epsilon() {
+    let g = GroupNormGeom::new(2, 16, 25, 4).unwrap();
+    let rejected = std::panic::catch_unwind(|| check_group_norm::<f32>(&g, true, 3, 1e-3));
+    assert!(rejected.is_err(), "a wrong epsilon passed the check");
+}
+
+/// Invalid geometries are typed errors, not panics.
+#[test]
+fn invalid_geometries_are_errors() {
+    use scoresde::Error;
+    assert!(matches!(
+        Conv2dGeom::new(1, 1, 4, 4, 1, 3, 3, 0, 1),
+        Err(Error::InvalidParameter { name: "stride", .. })
+    ));
+    assert!(matches!(
+        Conv2dGeom::new(1, 1, 4, 4, 1, 0, 3, 1, 1),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        Conv2dGeom::new(1, 1, 2, 2, 1, 5, 5, 1, 1),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        GroupNormGeom::new(1, 30, 4, 8),
+        Err(Error::InvalidParameter { name: "groups", .. })
+    ));
+    assert!(matches!(
+        GroupNormGeom::new(1, 32, 4, 0),
+        Err(Error::InvalidParameter { name: "groups", .. })
+    ));
+    assert!(matches!(
+        GroupNormGeom::new(1, 32, 0, 8),
+        Err(Error::InvalidParameter { name: "hw", .. })
+    ));
+    assert!(Conv2dGeom::new(64, 32, 28, 28, 32, 3, 3, 1, 1).is_ok());
+}
+
+/// The branch-free `exp_f32` is within 4 ε_f32 relative of the f64 `exp` on a dense sweep of
+/// its range [-87, 88] (2·10^6 points): the degree-7 Taylor truncation is below 6e-9
+/// relative and each of the ~10 roundings adds at most ε/2 relative to intermediate values
+/// of size ≤ 1.5 (see the function's comment).
+#[test]
+fn exp_f32_is_within_4_eps_of_exp() {
+    use scoresde::engine::element::exp_f32;
+    let steps = 2_000_000;
+    let mut worst = 0.0f64;
+    for i in 0..=steps {
+        let x = (-87.0 + 175.0 * i as f64 / steps as f64) as f32;
+        let want = (x as f64).exp();
+        let rel = ((exp_f32(x) as f64) - want).abs() / want;
+        worst = worst.max(rel);
+    }
+    assert!(
+        worst <= 4.0 * f32::EPSILON as f64,
+        "worst relative error {worst:e}"
+    );
+}
+
+/// The twin: the same sweep rejects a degree-5 polynomial (truncation (ln2/2)^6/6! ≈ 2.4e-6
+/// relative, 20 ε), so the 4 ε bound discriminates.
+#[test]
+fn exp_check_rejects_degree_5_polynomial() {
+    let exp5 = |x: f32| {
+        let n = (x * std::f32::consts::LOG2_E).round();
+        let r = (x - n * 0.693_359_4) - n * -2.121_944_4e-4;
+        let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r / 120.0))));
+        p * 2f32.powi(n as i32)
+    };
+    let worst = (0..=20_000)
+        .map(|i| -10.0 + 20.0 * i as f64 / 20_000.0)
+        .map(|x| {
+            ((exp5(x as f32) as f64) - (x as f32 as f64).exp()).abs() / (x as f32 as f64).exp()
+        })
+        .fold(0.0f64, f64::max);
+    assert!(
+        worst > 4.0 * f32::EPSILON as f64,
+        "degree 5 passed: {worst:e}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// f32 SiLU forward and backward (AVX2 and portable variants) are bit-identical to each
+    /// other and within bound of the f64 reference formulas `z/(1+e^{-z})` and
+    /// `σ(1 + z(1-σ))`: the exp error 4ε propagates through `1/(1+e)` with factor ≤ 1, plus
+    /// ≤ 4 more roundings, so |Δ| <= 12 ε (|silu(z)| + |z| σ(z)(1-σ(z)) + ...) ≤ 12 ε (|z| + 1).
+    #[test]
+    fn silu_f32_variants_agree_and_match_f64(xs in prop::collection::vec(-90.0f32..90.0, 1..3000)) {
+        let dy: Vec<f32> = xs.iter().map(|v| 1.0 - v / 100.0).collect();
+        let n = xs.len();
+        let (mut a, mut b, mut da, mut db) = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        kernels::activation::silu_forward_with(&xs, &mut a, true);
+        kernels::activation::silu_forward_with(&xs, &mut b, false);
+        kernels::activation::silu_backward_with(&xs, &dy, &mut da, true);
+        kernels::activation::silu_backward_with(&xs, &dy, &mut db, false);
+        prop_assert_eq!(bits(&a), bits(&b));
+        prop_assert_eq!(bits(&da), bits(&db));
+        for i in 0..n {
+            let z = xs[i] as f64;
+            let s = 1.0 / (1.0 + (-z).exp());
+            let tol = 12.0 * f32::EPSILON as f64 * (z.abs() + 1.0);
+            prop_assert!((a[i] as f64 - z * s).abs() <= tol, "silu({}) = {} vs {}", z, a[i], z * s);
+            let d = dy[i] as f64 * s * (1.0 + z * (1.0 - s));
+            prop_assert!((da[i] as f64 - d).abs() <= tol * (dy[i] as f64).abs(), "silu'({})", z);
+        }
+    }
+}
