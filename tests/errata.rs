@@ -65,15 +65,24 @@ fn erratum_bc05_reverse_conditional_is_not_the_posterior_given_x0() {
     let beta = sch.beta(t).unwrap();
     let beta_tilde = sch.posterior_variance(t).unwrap();
     let se = beta * (2.0 / n as f64).sqrt();
-    assert!((resid - beta).abs() < 5.0 * se, "Var(x_{{t-1}}|x_t) {resid} vs beta {beta}");
-    assert!((resid - beta_tilde).abs() > 5.0 * se, "the printed identity is not rejected");
+    assert!(
+        (resid - beta).abs() < 5.0 * se,
+        "Var(x_{{t-1}}|x_t) {resid} vs beta {beta}"
+    );
+    assert!(
+        (resid - beta_tilde).abs() > 5.0 * se,
+        "the printed identity is not rejected"
+    );
     assert!((slope - (1.0 - beta).sqrt()).abs() < 5.0 * se_slope);
     // Given x_0 as well, the residual variance is beta_tilde: the conditionals differ.
     let post = ddpm.posterior(x0.view(), xt.view(), t).unwrap();
     let r: Vec<f64> = (&x_prev - &post.mean).iter().copied().collect();
     let v_post = r.iter().map(|r| r * r).sum::<f64>() / n as f64;
     let se_post = beta_tilde * (2.0 / n as f64).sqrt();
-    assert!((v_post - beta_tilde).abs() < 5.0 * se_post, "{v_post} vs {beta_tilde}");
+    assert!(
+        (v_post - beta_tilde).abs() < 5.0 * se_post,
+        "{v_post} vs {beta_tilde}"
+    );
     assert!((v_post - beta).abs() > 5.0 * se_post);
 }
 
@@ -133,12 +142,18 @@ fn erratum_cc11_printed_schedule_leaves_the_data_almost_untouched() {
     let p = DiagGaussian::isotropic(Array1::zeros(3), 1.0).unwrap();
     let kl_ref = q.kl(&p).unwrap();
     assert!((kl_bad - kl_ref).abs() < 1e-10 * kl_ref);
-    assert!(kl_bad > 10.0, "printed schedule: KL {kl_bad} should be large");
+    assert!(
+        kl_bad > 10.0,
+        "printed schedule: KL {kl_bad} should be large"
+    );
     let good = Ddpm::new(ho());
     let ab_good = good.schedule().alpha_bar(t_steps).unwrap();
     assert!(ab_good < 1e-4);
     let kl_good = good.prior_kl(x0.view()).unwrap()[0];
-    assert!(kl_good < 1e-4 * (0.75 + 3.0), "linear schedule: KL {kl_good}");
+    assert!(
+        kl_good < 1e-4 * (0.75 + 3.0),
+        "linear schedule: KL {kl_good}"
+    );
     let target: f64 = 1e-4;
     let fixed = BetaSchedule::constant(t_steps, 1.0 - target.powf(1.0 / t_steps as f64)).unwrap();
     assert!((fixed.alpha_bar(t_steps).unwrap() - target).abs() < 1e-12);
@@ -176,8 +191,14 @@ fn erratum_cc12_terminal_distribution_is_gaussian_not_uniform() {
     };
     assert!(gaussian(&x), "x_T moments {:?}", moments(&x));
     let (_, _, k) = moments(&x);
-    assert!((k - 1.8).abs() > 5.0 * se(24f64.sqrt()), "uniform not rejected");
-    assert!(!gaussian(&x0.mapv(|a| a * 3f64.sqrt())), "the check cannot reject uniform data");
+    assert!(
+        (k - 1.8).abs() > 5.0 * se(24f64.sqrt()),
+        "uniform not rejected"
+    );
+    assert!(
+        !gaussian(&x0.mapv(|a| a * 3f64.sqrt())),
+        "the check cannot reject uniform data"
+    );
 }
 
 /// Erratum Cc16 (002's sampler divides by `sqrt(1 - prod beta_s)`). For a point mass `x_0` and the
@@ -197,15 +218,23 @@ fn erratum_cc16_sampler_mean_uses_alpha_bar_not_product_of_betas() {
         prod_beta *= beta;
         let xt = ddpm.marginal_sample(x0.view(), t, eps.view()).unwrap();
         let post = ddpm.posterior(x0.view(), xt.view(), t).unwrap();
-        let correct = ddpm.reverse_mean_from_eps(xt.view(), eps.view(), t).unwrap();
-        assert!((correct[[0, 0]] - post.mean[[0, 0]]).abs() < 1e-12, "t = {t}");
+        let correct = ddpm
+            .reverse_mean_from_eps(xt.view(), eps.view(), t)
+            .unwrap();
+        assert!(
+            (correct[[0, 0]] - post.mean[[0, 0]]).abs() < 1e-12,
+            "t = {t}"
+        );
         if t >= 2 {
             let printed =
                 (xt[[0, 0]] - beta / (1.0 - prod_beta).sqrt() * eps[[0, 0]]) / (1.0 - beta).sqrt();
             let miss = (printed - post.mean[[0, 0]]).abs() / post.var.sqrt();
             worst_printed = worst_printed.max(miss);
             if t == 2 {
-                assert!(miss > 0.5, "printed mean misses by {miss} posterior sd at t = 2");
+                assert!(
+                    miss > 0.5,
+                    "printed mean misses by {miss} posterior sd at t = 2"
+                );
             }
         }
     }
@@ -234,7 +263,10 @@ fn erratum_cc17_sigma_at_eta_one_is_the_posterior_std() {
         bbar *= beta;
         let ddim = (1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev);
         let tilde = sch.posterior_variance(t).unwrap();
-        assert!((ddim - tilde).abs() < 1e-10 * tilde, "t = {t}: {ddim} vs {tilde}");
+        assert!(
+            (ddim - tilde).abs() < 1e-10 * tilde,
+            "t = {t}: {ddim} vs {tilde}"
+        );
         let printed = beta * (1.0 - bbar) / bbar;
         assert!(printed / tilde > 1e3, "t = {t}: printed {printed}");
         let r = beta * (1.0 - ab) / ab / tilde;
@@ -245,7 +277,10 @@ fn erratum_cc17_sigma_at_eta_one_is_the_posterior_std() {
             assert!(!(1e-2..=1e2).contains(&r), "t = {t}: ratio {r}");
         }
     }
-    assert!(far > 800, "alpha_bar variant far from beta_tilde at only {far} steps");
+    assert!(
+        far > 800,
+        "alpha_bar variant far from beta_tilde at only {far} steps"
+    );
 }
 
 /// Erratum Cc18 (002: classifier-free guidance raises quality *and diversity*). Gaussian classes:
@@ -272,7 +307,10 @@ fn erratum_cc18_guidance_lowers_diversity() {
         assert!((var - closed).abs() < 1e-12 * closed, "w = {w}");
         assert!(var < prev, "variance must fall with w");
         if w > 0.0 {
-            assert!(var < s2, "printed claim (more diversity) would need var >= s^2");
+            assert!(
+                var < s2,
+                "printed claim (more diversity) would need var >= s^2"
+            );
         }
         prev = var;
     }
@@ -296,8 +334,14 @@ fn erratum_bc12_ddim_step_preserves_the_marginal_and_gives_the_posterior_at_eta_
         let c_eps = (1.0 - ab_prev - bt).sqrt();
         let coef_xt = c_eps / (1.0 - ab).sqrt();
         let coef_x0 = ab_prev.sqrt() - c_eps * ab.sqrt() / (1.0 - ab).sqrt();
-        assert!((coef_xt - sch.posterior_mean_coef_xt(t).unwrap()).abs() < 1e-12, "t = {t}");
-        assert!((coef_x0 - sch.posterior_mean_coef_x0(t).unwrap()).abs() < 1e-12, "t = {t}");
+        assert!(
+            (coef_xt - sch.posterior_mean_coef_xt(t).unwrap()).abs() < 1e-12,
+            "t = {t}"
+        );
+        assert!(
+            (coef_x0 - sch.posterior_mean_coef_x0(t).unwrap()).abs() < 1e-12,
+            "t = {t}"
+        );
     }
     let t = 200;
     let ab_prev = sch.alpha_bar(t - 1).unwrap();
@@ -316,14 +360,20 @@ fn erratum_bc12_ddim_step_preserves_the_marginal_and_gives_the_posterior_at_eta_
                 .map(|(e, z)| ab_prev.sqrt() * x0 + c * e + sigma2.sqrt() * z)
                 .collect();
             let m = xs.iter().sum::<f64>() / n as f64;
-            (m, xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64)
+            (
+                m,
+                xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64,
+            )
         };
         let (m, v) = var_of((v_target - sigma2).sqrt());
         assert!((m - ab_prev.sqrt() * x0).abs() < 5.0 * v_target.sqrt() / (n as f64).sqrt());
         assert!((v - v_target).abs() < 5.0 * se, "sigma^2 = {sigma2}: {v}");
         if frac > 0.0 {
             let (_, v_naive) = var_of(v_target.sqrt());
-            assert!((v_naive - v_target).abs() > 5.0 * se, "naive mix not rejected");
+            assert!(
+                (v_naive - v_target).abs() > 5.0 * se,
+                "naive mix not rejected"
+            );
         }
     }
 }
