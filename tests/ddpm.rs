@@ -242,7 +242,7 @@ proptest! {
         prop_assert!((dsm - simple).abs() < 1e-11 * (1.0 + simple));
     }
 
-    /// Ho et al. §3.2 as quoted in 000 (ledger Ac01): the optimal reverse variance is beta_t for
+    /// Ho et al. §3.2 as quoted in 000 (ledger Ac05): the optimal reverse variance is beta_t for
     /// x_0 ~ N(0, 1) and beta_tilde_t for a point mass. The library's true reverse conditional
     /// (precision form) is checked against covariance conditioning written out here:
     /// with P = Var x_{t-1}, Var(x_{t-1}|x_t) = P - alpha_t P^2/(alpha_t P + beta_t) and
