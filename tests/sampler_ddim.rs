@@ -28,17 +28,35 @@ fn spacings_produce_the_documented_timestep_lists() {
     let lead = timesteps(1000, 10, Spacing::Leading).unwrap();
     assert_eq!(lead, (0..10).rev().map(|i| 100 * i).collect::<Vec<_>>());
     let trail = timesteps(1000, 10, Spacing::Trailing).unwrap();
-    assert_eq!(trail, (0..10).rev().map(|i| 100 * i + 99).collect::<Vec<_>>());
+    assert_eq!(
+        trail,
+        (0..10).rev().map(|i| 100 * i + 99).collect::<Vec<_>>()
+    );
     let lin = timesteps(1000, 10, Spacing::Linspace).unwrap();
     assert_eq!(lin, (0..10).rev().map(|i| 111 * i).collect::<Vec<_>>());
     // Non-divisible: 1000/3 = 333.33.
-    assert_eq!(timesteps(1000, 3, Spacing::Leading).unwrap(), vec![666, 333, 0]);
-    assert_eq!(timesteps(1000, 3, Spacing::Trailing).unwrap(), vec![999, 666, 332]);
-    assert_eq!(timesteps(1000, 4, Spacing::Linspace).unwrap(), vec![999, 666, 333, 0]);
+    assert_eq!(
+        timesteps(1000, 3, Spacing::Leading).unwrap(),
+        vec![666, 333, 0]
+    );
+    assert_eq!(
+        timesteps(1000, 3, Spacing::Trailing).unwrap(),
+        vec![999, 666, 332]
+    );
+    assert_eq!(
+        timesteps(1000, 4, Spacing::Linspace).unwrap(),
+        vec![999, 666, 333, 0]
+    );
     // Half-way ties round to even as numpy does: linspace(0, 9, 3) = [0, 4.5, 9] -> 4.
     assert_eq!(timesteps(10, 3, Spacing::Linspace).unwrap(), vec![9, 4, 0]);
-    assert!(matches!(timesteps(10, 0, Spacing::Leading), Err(Error::InvalidParameter { .. })));
-    assert!(matches!(timesteps(10, 11, Spacing::Trailing), Err(Error::InvalidParameter { .. })));
+    assert!(matches!(
+        timesteps(10, 0, Spacing::Leading),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        timesteps(10, 11, Spacing::Trailing),
+        Err(Error::InvalidParameter { .. })
+    ));
 }
 
 /// With leading spacing the last timestep is index 0. `FinalAlpha::One` makes the last step land
@@ -50,10 +68,14 @@ fn final_step_conventions_differ_as_documented() {
     let x = array![[0.3, -0.2], [1.0, 0.5]];
     let one = Ddim::with_timesteps(schedule(), vec![0], FinalAlpha::One, 0.0).unwrap();
     let first = Ddim::with_timesteps(schedule(), vec![0], FinalAlpha::First, 0.0).unwrap();
-    let y_first = first.sample_from(&model, x.clone(), &mut seeded(0), &mut Silent).unwrap();
+    let y_first = first
+        .sample_from(&model, x.clone(), &mut seeded(0), &mut Silent)
+        .unwrap();
     // Identity up to rounding (scale x0_hat + std eps = x, a few ulps).
     assert!((&y_first - &x).iter().all(|v| v.abs() < 1e-14));
-    let y_one = one.sample_from(&model, x.clone(), &mut seeded(0), &mut Silent).unwrap();
+    let y_one = one
+        .sample_from(&model, x.clone(), &mut seeded(0), &mut Silent)
+        .unwrap();
     // Independent route: Tweedie x0_hat = (x + std^2 score)/scale at Ho step 1.
     let l = schedule().level(1).unwrap();
     let g = model.try_score(x.view(), l).unwrap();
@@ -61,7 +83,10 @@ fn final_step_conventions_differ_as_documented() {
     assert!((&y_one - &tweedie).iter().all(|v| v.abs() < 1e-13));
     assert!((&y_one - &x).iter().any(|v| v.abs() > 1e-4));
     assert_eq!(one.levels().unwrap().last().unwrap().std, 0.0);
-    assert_eq!(first.levels().unwrap().last().unwrap(), &schedule().level(1).unwrap());
+    assert_eq!(
+        first.levels().unwrap().last().unwrap(),
+        &schedule().level(1).unwrap()
+    );
 }
 
 proptest! {
@@ -101,8 +126,12 @@ fn ddim_eta_one_full_chain_equals_ddpm_posterior_sampler() {
     let model = MixtureScore::new(GaussianMixture::lopsided());
     let ddim = Ddim::new(schedule(), 1000, Spacing::Leading, FinalAlpha::One, 1.0).unwrap();
     let ddpm = DdpmSampler::new(schedule(), ReverseVariance::Posterior);
-    let a = ddim.sample(&model, 20, &mut seeded(3), &mut Silent).unwrap();
-    let b = ddpm.sample(&model, 20, &mut seeded(3), &mut Silent).unwrap();
+    let a = ddim
+        .sample(&model, 20, &mut seeded(3), &mut Silent)
+        .unwrap();
+    let b = ddpm
+        .sample(&model, 20, &mut seeded(3), &mut Silent)
+        .unwrap();
     let err = (&a - &b).iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(err < 1e-9, "{err}");
 }
@@ -114,8 +143,12 @@ fn ddim_eta_zero_is_deterministic() {
     let model = MixtureScore::new(GaussianMixture::lopsided());
     let d = Ddim::new(schedule(), 50, Spacing::Trailing, FinalAlpha::One, 0.0).unwrap();
     let x = array![[0.3, -1.2], [0.7, 0.1]];
-    let a = d.sample_from(&model, x.clone(), &mut seeded(1), &mut Silent).unwrap();
-    let b = d.sample_from(&model, x, &mut seeded(2), &mut Silent).unwrap();
+    let a = d
+        .sample_from(&model, x.clone(), &mut seeded(1), &mut Silent)
+        .unwrap();
+    let b = d
+        .sample_from(&model, x, &mut seeded(2), &mut Silent)
+        .unwrap();
     assert_eq!(a, b);
 }
 
@@ -134,7 +167,11 @@ fn matches(x: ArrayView2<f64>, mix: &GaussianMixture, seed: u64) -> bool {
     for i in 0..2 {
         ok &= (m[i] - mt[i]).abs() < z * (ct[[i, i]] / n).sqrt();
         for j in i..2 {
-            let prod: Vec<f64> = x.rows().into_iter().map(|r| (r[i] - m[i]) * (r[j] - m[j])).collect();
+            let prod: Vec<f64> = x
+                .rows()
+                .into_iter()
+                .map(|r| (r[i] - m[i]) * (r[j] - m[j]))
+                .collect();
             let pm = prod.iter().sum::<f64>() / n;
             let pv = prod.iter().map(|v| (v - pm).powi(2)).sum::<f64>() / (n - 1.0);
             ok &= (c[[i, j]] - ct[[i, j]]).abs() < z * (pv / n).sqrt();
@@ -196,7 +233,9 @@ fn ddim_inversion_round_trips_with_vanishing_error() {
     for steps in [50, 100, 200, 400, 800] {
         let d = Ddim::new(schedule(), steps, Spacing::Trailing, FinalAlpha::One, 0.0).unwrap();
         let xt = d.invert(&model, x0.clone(), &mut Silent).unwrap();
-        let back = d.sample_from(&model, xt, &mut seeded(0), &mut Silent).unwrap();
+        let back = d
+            .sample_from(&model, xt, &mut seeded(0), &mut Silent)
+            .unwrap();
         let e = (&back - &x0).iter().map(|v| v * v).sum::<f64>().sqrt() / (x0.len() as f64).sqrt();
         errs.push(e);
     }
@@ -208,7 +247,11 @@ fn ddim_inversion_round_trips_with_vanishing_error() {
 /// A continuous VP level (beta(t) = 0.1 + 19.9 t): `ln scale = -(0.1 t + 19.9 t^2/2)/2`.
 pub fn vp_level(t: f64) -> Level {
     let ls = -0.5 * (0.1 * t + 0.5 * 19.9 * t * t);
-    Level { t, scale: ls.exp(), std: (-(2.0 * ls).exp_m1()).sqrt() }
+    Level {
+        t,
+        scale: ls.exp(),
+        std: (-(2.0 * ls).exp_m1()).sqrt(),
+    }
 }
 
 /// Ledger Bc11 and Bc21 (exactness in the limit): on Gaussian data `N(0, v I)` the PF-ODE flow is
@@ -228,12 +271,32 @@ fn ddim_is_first_order_against_exact_gaussian_flow() {
     let mut errs = Vec::new();
     let mut enc_errs = Vec::new();
     for s in [16usize, 32, 64, 128, 256] {
-        let levels: Vec<Level> = (0..=s).map(|i| vp_level(t0 + (t1 - t0) * i as f64 / s as f64)).collect();
+        let levels: Vec<Level> = (0..=s)
+            .map(|i| vp_level(t0 + (t1 - t0) * i as f64 / s as f64))
+            .collect();
         let exact = &x * (spread(levels[s]) / spread(levels[0]));
-        let y = ddim_levels(&model, x.clone(), &levels, 0.0, None, &mut seeded(0), &mut Silent).unwrap();
+        let y = ddim_levels(
+            &model,
+            x.clone(),
+            &levels,
+            0.0,
+            None,
+            &mut seeded(0),
+            &mut Silent,
+        )
+        .unwrap();
         errs.push((&y - &exact).iter().fold(0.0f64, |m, e| m.max(e.abs())));
         let rev: Vec<Level> = levels.iter().rev().copied().collect();
-        let back = ddim_levels(&model, exact.clone(), &rev, 0.0, None, &mut seeded(0), &mut Silent).unwrap();
+        let back = ddim_levels(
+            &model,
+            exact.clone(),
+            &rev,
+            0.0,
+            None,
+            &mut seeded(0),
+            &mut Silent,
+        )
+        .unwrap();
         enc_errs.push((&back - &x).iter().fold(0.0f64, |m, e| m.max(e.abs())));
     }
     let orders: Vec<f64> = errs.windows(2).map(|w| (w[0] / w[1]).log2()).collect();

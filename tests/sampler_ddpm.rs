@@ -127,8 +127,12 @@ fn unreached_clip_equals_algorithm_two_mean() {
     let model = MixtureScore::new(mix);
     let plain = DdpmSampler::new(schedule(), ReverseVariance::Beta);
     let clipped = plain.clone().with_clip(Some(1e6)).unwrap();
-    let a = plain.sample(&model, 50, &mut seeded(5), &mut Silent).unwrap();
-    let b = clipped.sample(&model, 50, &mut seeded(5), &mut Silent).unwrap();
+    let a = plain
+        .sample(&model, 50, &mut seeded(5), &mut Silent)
+        .unwrap();
+    let b = clipped
+        .sample(&model, 50, &mut seeded(5), &mut Silent)
+        .unwrap();
     let err = (&a - &b).iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(err < 1e-9, "{err}");
 }
@@ -141,18 +145,29 @@ fn clipping_is_an_explicit_option_that_changes_samples() {
     let model = MixtureScore::new(GaussianMixture::ring(8, 2.0, 0.1).unwrap());
     let plain = DdpmSampler::new(schedule(), ReverseVariance::Beta);
     let clipped = plain.clone().with_clip(Some(1.0)).unwrap();
-    let a = plain.sample(&model, 100, &mut seeded(5), &mut Silent).unwrap();
-    let b = clipped.sample(&model, 100, &mut seeded(5), &mut Silent).unwrap();
+    let a = plain
+        .sample(&model, 100, &mut seeded(5), &mut Silent)
+        .unwrap();
+    let b = clipped
+        .sample(&model, 100, &mut seeded(5), &mut Silent)
+        .unwrap();
     assert!(a.iter().any(|v| v.abs() > 1.5));
     // With x0_hat clipped to [-1, 1] all along, samples stay near the box.
-    assert!(b.iter().all(|v| v.abs() < 1.2), "{}", b.iter().fold(0.0f64, |m, v| m.max(v.abs())));
+    assert!(
+        b.iter().all(|v| v.abs() < 1.2),
+        "{}",
+        b.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+    );
 }
 
 /// Progress is reported once per step, T in total; bad input gives typed errors.
 #[test]
 fn progress_and_errors() {
     let model = MixtureScore::new(GaussianMixture::lopsided());
-    let s = DdpmSampler::new(BetaSchedule::linear(20, 1e-3, 0.2).unwrap(), ReverseVariance::Beta);
+    let s = DdpmSampler::new(
+        BetaSchedule::linear(20, 1e-3, 0.2).unwrap(),
+        ReverseVariance::Beta,
+    );
     let mut seen = Vec::new();
     let mut cb = |d: usize, t: usize| seen.push((d, t));
     s.sample(&model, 3, &mut seeded(1), &mut cb).unwrap();

@@ -66,7 +66,11 @@ pub fn timesteps(train_steps: usize, steps: usize, spacing: Spacing) -> Result<V
             (0..steps)
                 .rev()
                 .map(|i| {
-                    let v = if i + 1 == steps { t - 1.0 } else { i as f64 * h };
+                    let v = if i + 1 == steps {
+                        t - 1.0
+                    } else {
+                        i as f64 * h
+                    };
                     v.round_ties_even() as usize
                 })
                 .collect()
@@ -98,7 +102,10 @@ pub struct DdimCoefficients {
 /// `sigma > std_to` (only possible for `eta > 1`); a level with non-positive scale.
 pub fn ddim_coefficients(from: Level, to: Level, eta: f64) -> Result<DdimCoefficients> {
     if !(eta.is_finite() && eta >= 0.0) {
-        return Err(Error::param("eta", format!("{eta} must be finite and >= 0")));
+        return Err(Error::param(
+            "eta",
+            format!("{eta} must be finite and >= 0"),
+        ));
     }
     for l in [from, to] {
         if !(l.scale.is_finite() && l.scale > 0.0 && l.std.is_finite() && l.std >= 0.0) {
@@ -229,7 +236,10 @@ impl Ddim {
         eta: f64,
     ) -> Result<Self> {
         if !(eta.is_finite() && eta >= 0.0) {
-            return Err(Error::param("eta", format!("{eta} must be finite and >= 0")));
+            return Err(Error::param(
+                "eta",
+                format!("{eta} must be finite and >= 0"),
+            ));
         }
         if timesteps.is_empty()
             || timesteps.windows(2).any(|w| w[1] >= w[0])
@@ -295,7 +305,15 @@ impl Ddim {
         noise: &mut dyn NoiseSource,
         progress: &mut dyn Progress,
     ) -> Result<Array2<f64>> {
-        ddim_levels(model, x, &self.levels()?, self.eta, self.clip, noise, progress)
+        ddim_levels(
+            model,
+            x,
+            &self.levels()?,
+            self.eta,
+            self.clip,
+            noise,
+            progress,
+        )
     }
 
     /// `n` samples from `x ~ N(0, I)` drawn from `noise`.

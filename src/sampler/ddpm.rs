@@ -25,7 +25,11 @@ pub enum ReverseVariance {
 
 /// The noise `eps = -std * score` predicted at `level`, rejecting non-finite model output and
 /// a wrongly shaped result.
-pub(crate) fn eps_at(model: &dyn ScoreModel, x: ArrayView2<f64>, level: Level) -> Result<Array2<f64>> {
+pub(crate) fn eps_at(
+    model: &dyn ScoreModel,
+    x: ArrayView2<f64>,
+    level: Level,
+) -> Result<Array2<f64>> {
     let score = model.score(x, level);
     if score.dim() != x.dim() {
         return Err(Error::Shape(format!(
@@ -135,10 +139,15 @@ impl DdpmSampler {
         let mut mean = match self.clip {
             None => {
                 let (a, b) = (1.0 / (1.0 - beta).sqrt(), beta / level.std);
-                Zip::from(&x).and(&eps).map_collect(|&x, &e| a * (x - b * e))
+                Zip::from(&x)
+                    .and(&eps)
+                    .map_collect(|&x, &e| a * (x - b * e))
             }
             Some(c) => {
-                let (c0, ct) = (sch.posterior_mean_coef_x0(t)?, sch.posterior_mean_coef_xt(t)?);
+                let (c0, ct) = (
+                    sch.posterior_mean_coef_x0(t)?,
+                    sch.posterior_mean_coef_xt(t)?,
+                );
                 Zip::from(&x).and(&eps).map_collect(|&x, &e| {
                     let x0 = ((x - level.std * e) / level.scale).clamp(-c, c);
                     c0 * x0 + ct * x

@@ -16,7 +16,9 @@ use crate::score::{Level, ScoreModel};
 /// Errors: `n = 0`, `0 < smin < smax` violated, `rho` not finite and positive.
 pub fn karras_sigmas(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Result<Vec<f64>> {
     if n == 0 {
-        return Err(Error::InvalidSchedule("need at least one noise level".into()));
+        return Err(Error::InvalidSchedule(
+            "need at least one noise level".into(),
+        ));
     }
     if !(sigma_min.is_finite() && sigma_max.is_finite() && sigma_min > 0.0 && sigma_min < sigma_max)
     {
@@ -105,7 +107,8 @@ fn check_sigmas(sigmas: &[f64]) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidSchedule(
-            "need at least two finite, strictly decreasing noise levels, all > 0 but the last".into(),
+            "need at least two finite, strictly decreasing noise levels, all > 0 but the last"
+                .into(),
         ))
     }
 }
