@@ -361,6 +361,7 @@ fn diffusers_ddpm_clips_x0_by_default_which_algorithm_2_does_not() {
 ///   visits the last, noisiest step `T-1`);
 /// - trailing: `round(T - k T/n) - 1` for `k = 0, ..., n-1` (starts at `T-1`);
 /// - linspace: `round(k (T-1)/(n-1))` for `k = n-1, ..., 0` (both ends, rounded half to even).
+// ANCHOR: spacing
 fn spacing(kind: &str, t_train: usize, n: usize) -> Vec<i64> {
     match kind {
         "leading" => (0..n).rev().map(|k| (k * (t_train / n)) as i64).collect(),
@@ -377,6 +378,7 @@ fn spacing(kind: &str, t_train: usize, n: usize) -> Vec<i64> {
         _ => unreachable!(),
     }
 }
+// ANCHOR_END: spacing
 
 /// diffusers' `set_timesteps` for leading/trailing/linspace at 10 and 50 steps equals the
 /// definitions in `spacing`; leading never visits the last step `T - 1 = 999`.
@@ -681,10 +683,12 @@ fn score_sde_prior_logp_matches_ours() {
     }
 }
 
+// ANCHOR: peer_index
 /// The peer's index of time `t` on the `N`-level chain, `floor(t (N-1)/T)` (torch `.long()`).
 fn peer_index(t: f64, n: usize) -> usize {
     (t * (n - 1) as f64).floor() as usize
 }
+// ANCHOR_END: peer_index
 
 /// score_sde's `discretize` equals ours wherever both pick the same level: VP (DDPM step,
 /// ledger D10), VE (SMLD step, ledger D8), sub-VP (Euler-Maruyama). The peer truncates
