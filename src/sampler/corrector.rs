@@ -31,7 +31,10 @@ fn check_positive(name: &'static str, v: f64) -> Result<f64> {
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
-        Err(Error::param(name, format!("must be finite and > 0, got {v}")))
+        Err(Error::param(
+            name,
+            format!("must be finite and > 0, got {v}"),
+        ))
     }
 }
 

@@ -45,7 +45,10 @@ pub fn annealed_langevin(
         return Err(Error::param("steps_per_level", "must be at least 1"));
     }
     if !(cfg.eps.is_finite() && cfg.eps > 0.0) {
-        return Err(Error::param("eps", format!("must be finite and > 0, got {}", cfg.eps)));
+        return Err(Error::param(
+            "eps",
+            format!("must be finite and > 0, got {}", cfg.eps),
+        ));
     }
     if cfg.n_samples == 0 {
         return Err(Error::param("n_samples", "need at least one sample"));

@@ -57,7 +57,10 @@ impl Rk45Options {
     pub fn new(rtol: f64, atol: f64) -> Result<Self> {
         for (name, v) in [("rtol", rtol), ("atol", atol)] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(Error::param(name, format!("must be finite and > 0, got {v}")));
+                return Err(Error::param(
+                    name,
+                    format!("must be finite and > 0, got {v}"),
+                ));
             }
         }
         Ok(Self {
