@@ -63,7 +63,8 @@ pub fn mixture_score_divergence(
 pub enum Probe {
     /// Standard normal entries.
     Gaussian,
-    /// Entries ±1 with probability ½ each (smaller variance: `Var = 2 Σ_{i≠j} J_ij²`...).
+    /// Entries ±1 with probability ½ each: for a symmetric Jacobian the variance of
+    /// `zᵀ J z` is `2 Σ_{i≠j} J_ij²`, against `2 Σ_ij J_ij²` for Gaussian probes.
     Rademacher,
 }
 
