@@ -110,7 +110,7 @@ pub fn hutchinson_term(
 ) -> Result<Array1<f64>> {
     let sp = score((&x + &(&z * h)).view())?;
     let sm = score((&x - &(&z * h)).view())?;
-    Ok(((sp - sm) * &z).sum_axis(ndarray::Axis(1)) / (2.0 * h))
+    Ok(((sp - sm) * z).sum_axis(ndarray::Axis(1)) / (2.0 * h))
 }
 // ANCHOR_END: hutchinson
 
