@@ -9,6 +9,7 @@ pub mod element;
 pub mod embedding;
 pub mod graph;
 pub mod kernels;
+pub mod nn;
 pub mod ops;
 pub(crate) mod par;
 pub mod tensor;
