@@ -34,6 +34,16 @@ impl Default for MlpConfig {
     }
 }
 
+impl MlpConfig {
+    /// The configuration as a JSON object (for checkpoint metadata).
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"model\":\"mlp\",\"data_dim\":{},\"width\":{},\"hidden\":{},\"emb_dim\":{},\"time_scale\":{:?}}}",
+            self.data_dim, self.width, self.hidden, self.emb_dim, self.time_scale
+        )
+    }
+}
+
 /// `h = [x, e(τ t)]`, then `hidden` layers `h = SiLU(l_i(h))`, then a linear output of width
 /// `d`. Parameters `l1.weight, l1.bias, ..., l{hidden+1}.bias` as in the PyTorch module.
 #[derive(Clone, Debug)]

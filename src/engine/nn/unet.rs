@@ -54,6 +54,26 @@ impl Default for UNetConfig {
     }
 }
 
+impl UNetConfig {
+    /// The configuration as a JSON object (for checkpoint metadata).
+    pub fn to_json(&self) -> String {
+        let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        format!(
+            "{{\"model\":\"unet\",\"in_channels\":{},\"resolution\":{},\"base_channels\":{},\"channel_mult\":[{}],\"num_res_blocks\":{},\"attn_resolutions\":[{}],\"groups\":{},\"temb_in\":{},\"temb_dim\":{},\"num_classes\":{}}}",
+            self.in_channels,
+            self.resolution,
+            self.base_channels,
+            list(&self.channel_mult),
+            self.num_res_blocks,
+            list(&self.attn_resolutions),
+            self.groups,
+            self.temb_in,
+            self.temb_dim,
+            self.num_classes.map_or("null".to_string(), |k| k.to_string())
+        )
+    }
+}
+
 /// One entry of the down or up path (a PyTorch `ModuleList` of one or two modules).
 #[derive(Clone, Debug)]
 pub enum Stage {
