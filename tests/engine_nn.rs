@@ -78,3 +78,254 @@ fn w1_parameter_names_follow_the_pytorch_module() {
     assert_eq!(count("conv1.weight"), 17);
     assert_eq!(count(".q.weight"), 6);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Gradient checks.
+//
+// For a layer y = f(x; θ) we fix a random cotangent w and compare the reverse-mode gradient of
+// L = Σ_i w_i y_i (from `backward_with`) with the central difference
+// D(h) = (L(+h) − L(−h)) / 2h at a few random coordinates of every parameter and input.
+// As derived in tests/engine_grad.rs: |D(h) − ∂L| ≤ h²/6 · M₃ + c ε S / h with
+// M₃ = 4|T| + 1 from the third difference T at step H = 1e-2, S = Σ|w_i y_i| + 1,
+// c = 4096 roundings per term (layers chain tens of ops, each a sum of up to ~600 products; a
+// deliberately generous count that still makes the rounding term ≈ 1e-8 S), h = 1e-4.
+// ---------------------------------------------------------------------------------------------
+
+const H: f64 = 1e-4;
+const H3: f64 = 1e-2;
+const C_ROUND: f64 = 4096.0;
+const COORDS: usize = 3;
+
+type LayerFn = dyn Fn(&mut Graph<f64>, &ParamStore<f64>, &[Tensor<f64>]) -> Tensor<f64>;
+
+fn rand_array(r: &mut rng::Rng, shape: &[usize], amp: f64) -> ArrayD<f64> {
+    let n: usize = shape.iter().product();
+    let v = (0..n).map(|_| amp * (2.0 * r.random::<f64>() - 1.0)).collect();
+    ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
+}
+
+/// Replaces every parameter by `θ + U(−0.3, 0.3)` so near-zero initialisations (conv2, proj,
+/// conv_out) and γ = 1, β = 0 do not hide a wrong gradient.
+fn jitter(s: &mut ParamStore<f64>, r: &mut rng::Rng) {
+    let ids: Vec<_> = s.ids().collect();
+    for id in ids {
+        let shape = s.get(id).shape().to_vec();
+        let noise = rand_array(r, &shape, 0.3);
+        *s.get_mut(id) += &noise;
+    }
+}
+
+fn eval(f: &LayerFn, s: &ParamStore<f64>, xs: &[ArrayD<f64>], w: &ArrayD<f64>) -> (f64, f64) {
+    let mut g = Graph::inference();
+    let ts: Vec<_> = xs.iter().map(|x| Tensor::constant(x.clone())).collect();
+    let y = f(&mut g, s, &ts);
+    assert_eq!(y.shape(), w.shape());
+    let (mut l, mut sc) = (0.0, 1.0);
+    for (a, b) in y.as_slice().iter().zip(w.iter()) {
+        l += a * b;
+        sc += (a * b).abs();
+    }
+    (l, sc)
+}
+
+/// Which value a coordinate perturbation acts on.
+enum Target {
+    Param(scoresde::engine::ParamId),
+    Input(usize),
+}
+
+fn perturbed(
+    f: &LayerFn,
+    s: &mut ParamStore<f64>,
+    xs: &mut [ArrayD<f64>],
+    w: &ArrayD<f64>,
+    t: &Target,
+    j: usize,
+    d: f64,
+) -> (f64, f64) {
+    let slot = |s: &mut ParamStore<f64>, xs: &mut [ArrayD<f64>], d: f64| match t {
+        Target::Param(id) => *s.get_mut(*id).iter_mut().nth(j).unwrap() += d,
+        Target::Input(i) => *xs[*i].iter_mut().nth(j).unwrap() += d,
+    };
+    slot(s, xs, d);
+    let out = eval(f, s, xs, w);
+    slot(s, xs, -d);
+    out
+}
+
+/// Checks the gradient of `f` at `COORDS` random coordinates of every parameter and input.
+fn grad_check(f: &LayerFn, mut s: ParamStore<f64>, mut xs: Vec<ArrayD<f64>>, seed: u64) {
+    let mut r = rng::seeded(seed);
+    jitter(&mut s, &mut r);
+    let y_shape = {
+        let mut g = Graph::inference();
+        let ts: Vec<_> = xs.iter().map(|x| Tensor::constant(x.clone())).collect();
+        f(&mut g, &s, &ts).shape().to_vec()
+    };
+    let w = rand_array(&mut r, &y_shape, 1.0);
+    let (grads, xgrads) = {
+        let mut g = Graph::new();
+        let ts: Vec<_> = xs.iter().map(|x| g.leaf(x.clone())).collect();
+        let y = f(&mut g, &s, &ts);
+        let gr = g.backward_with(&y, w.clone()).unwrap();
+        let xg: Vec<_> = ts
+            .iter()
+            .zip(&xs)
+            .map(|(t, x)| gr.wrt(t).cloned().unwrap_or_else(|| ArrayD::zeros(x.raw_dim())))
+            .collect();
+        let pg: Vec<_> = s.ids().map(|id| gr.param_or_zeros(&s, id)).collect();
+        (pg, xg)
+    };
+    let mut targets: Vec<(Target, ArrayD<f64>)> = s
+        .ids()
+        .zip(grads)
+        .map(|(id, g)| (Target::Param(id), g))
+        .collect();
+    targets.extend(xgrads.into_iter().enumerate().map(|(i, g)| (Target::Input(i), g)));
+    let mut checked = 0;
+    for (t, an) in &targets {
+        for _ in 0..COORDS.min(an.len()) {
+            let j = r.random_range(0..an.len());
+            let (lp, sp) = perturbed(f, &mut s, &mut xs, &w, t, j, H);
+            let (lm, sm) = perturbed(f, &mut s, &mut xs, &w, t, j, -H);
+            let d = (lp - lm) / (2.0 * H);
+            let mut q = |k: f64| perturbed(f, &mut s, &mut xs, &w, t, j, k * H3).0;
+            let t3 = (q(2.0) - 2.0 * q(1.0) + 2.0 * q(-1.0) - q(-2.0)) / (2.0 * H3.powi(3));
+            let sc = sp.max(sm);
+            let tol = H * H / 6.0 * (4.0 * t3.abs() + 1.0) + C_ROUND * f64::EPSILON * sc / H;
+            let a = *an.iter().nth(j).unwrap();
+            let name = match t {
+                Target::Param(id) => s.name(*id).to_string(),
+                Target::Input(i) => format!("input {i}"),
+            };
+            assert!((a - d).abs() <= tol, "{name}[{j}]: analytic {a}, numeric {d}, tol {tol:e}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+}
+
+/// `Linear` and `GroupNorm`: analytic gradients of weights, biases and input match central
+/// differences.
+#[test]
+fn linear_and_group_norm_gradients_match_finite_differences() {
+    let mut r = rng::seeded(1);
+    let mut s = ParamStore::new();
+    let lin = Linear::new(&mut s, "l", 5, 3, 1.0, &mut r).unwrap();
+    let x = rand_array(&mut r, &[4, 5], 1.0);
+    grad_check(&move |g, s, x| lin.forward(g, s, &x[0]).unwrap(), s, vec![x], 11);
+
+    let mut s = ParamStore::new();
+    let gn = GroupNorm::new(&mut s, "n", 2, 4, 1e-5).unwrap();
+    let x = rand_array(&mut r, &[2, 4, 3, 3], 1.0);
+    grad_check(&move |g, s, x| gn.forward(g, s, &x[0]).unwrap(), s, vec![x], 12);
+}
+
+/// `Conv2d` (3×3 pad 1, 1×1, and stride 2) gradients match central differences.
+#[test]
+fn conv_gradients_match_finite_differences() {
+    let mut r = rng::seeded(2);
+    for (k, stride, pad) in [(3, 1, 1), (1, 1, 0), (3, 2, 1)] {
+        let mut s = ParamStore::new();
+        let c = Conv2d::new(&mut s, "c", 3, 2, k, stride, pad, 1.0, &mut r).unwrap();
+        let x = rand_array(&mut r, &[2, 3, 5, 5], 1.0);
+        grad_check(&move |g, s, x| c.forward(g, s, &x[0]).unwrap(), s, vec![x], 20 + k as u64);
+    }
+}
+
+/// `ResBlock` (with and without a skip conv) gradients, including through the time embedding
+/// input, match central differences.
+#[test]
+fn resblock_gradients_match_finite_differences() {
+    let mut r = rng::seeded(3);
+    for (cin, cout) in [(4, 4), (4, 6)] {
+        let mut s = ParamStore::new();
+        let b = ResBlock::new(&mut s, "rb", cin, cout, 5, 2, &mut r).unwrap();
+        let x = rand_array(&mut r, &[2, cin, 4, 4], 1.0);
+        let te = rand_array(&mut r, &[2, 5], 1.0);
+        grad_check(&move |g, s, x| b.forward(g, s, &x[0], &x[1]).unwrap(), s, vec![x, te], 30);
+    }
+}
+
+/// `AttnBlock`, `Downsample`, `Upsample` and the time-embedding MLP gradients match central
+/// differences.
+#[test]
+fn attention_resampling_and_time_embedding_gradients_match_finite_differences() {
+    let mut r = rng::seeded(4);
+    let mut s = ParamStore::new();
+    let a = AttnBlock::new(&mut s, "a", 4, 2, &mut r).unwrap();
+    let x = rand_array(&mut r, &[2, 4, 3, 3], 1.0);
+    grad_check(&move |g, s, x| a.forward(g, s, &x[0]).unwrap(), s, vec![x], 40);
+
+    let mut s = ParamStore::new();
+    let d = Downsample::new(&mut s, "d", 3, &mut r).unwrap();
+    let x = rand_array(&mut r, &[1, 3, 6, 6], 1.0);
+    grad_check(&move |g, s, x| d.forward(g, s, &x[0]).unwrap(), s, vec![x], 41);
+
+    let mut s = ParamStore::new();
+    let u = Upsample::new(&mut s, "u", 3, &mut r).unwrap();
+    let x = rand_array(&mut r, &[1, 3, 3, 3], 1.0);
+    grad_check(&move |g, s, x| u.forward(g, s, &x[0]).unwrap(), s, vec![x], 42);
+
+    let mut s = ParamStore::new();
+    let te = TimeEmbedding::new(&mut s, "temb", 8, 6, &mut r).unwrap();
+    grad_check(&move |g, s, _| te.forward(g, s, &[3.0, 517.0]).unwrap(), s, vec![], 43);
+}
+
+fn tiny_unet_config(classes: Option<usize>) -> UNetConfig {
+    UNetConfig {
+        in_channels: 2,
+        resolution: 4,
+        base_channels: 4,
+        channel_mult: vec![1, 2],
+        num_res_blocks: 1,
+        attn_resolutions: vec![2],
+        groups: 2,
+        temb_in: 4,
+        temb_dim: 8,
+        num_classes: classes,
+    }
+}
+
+/// The whole `UNet` (small config with attention, skip concatenations, up/downsampling and class
+/// conditioning) and the whole `MlpScoreNet`: every parameter tensor's gradient matches central
+/// differences at random coordinates.
+#[test]
+fn network_gradients_match_finite_differences() {
+    let mut s = ParamStore::new();
+    let net = UNet::new(&mut s, tiny_unet_config(Some(3)), 5).unwrap();
+    let mut r = rng::seeded(50);
+    let x = rand_array(&mut r, &[2, 2, 4, 4], 1.0);
+    grad_check(
+        &move |g, s, x| net.forward_cond(g, s, &x[0], &[10.0, 700.0], Some(&[2, 0])).unwrap(),
+        s,
+        vec![x],
+        51,
+    );
+    let mut s = ParamStore::new();
+    let mlp = MlpScoreNet::new(&mut s, MlpConfig { data_dim: 3, width: 6, hidden: 2, ..MlpConfig::default() }, 6).unwrap();
+    let x = rand_array(&mut r, &[4, 3], 1.0);
+    grad_check(&move |g, s, x| mlp.forward(g, s, &x[0], &[0.01, 0.3, 0.5, 1.0]).unwrap(), s, vec![x], 52);
+}
+
+/// The checker itself rejects a wrong layer gradient: a "Linear" whose backward sees the weight
+/// scaled by 1.001 (forward uses W, the tape records 1.001·W's product rule through a detached
+/// correction) fails the check.
+#[test]
+fn gradient_check_rejects_a_wrong_gradient() {
+    let mut r = rng::seeded(7);
+    let mut s = ParamStore::new();
+    let lin = Linear::new(&mut s, "l", 4, 3, 1.0, &mut r).unwrap();
+    let x = rand_array(&mut r, &[2, 4], 1.0);
+    // y = 1.001·(x Wᵀ + b) − 0.001·detach(x Wᵀ + b): same value, gradient 1.001 times too big.
+    let wrong = move |g: &mut Graph<f64>, s: &ParamStore<f64>, x: &[Tensor<f64>]| {
+        let y = lin.forward(g, s, &x[0]).unwrap();
+        let big = g.mul_scalar(&y, 1.001);
+        let corr = Tensor::constant(y.value().mapv(|v| -0.001 * v));
+        g.add(&big, &corr).unwrap()
+    };
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        grad_check(&wrong, s, vec![x], 70)
+    }));
+    assert!(res.is_err(), "a 0.1% gradient error must be caught");
+}
