@@ -8,7 +8,7 @@ use scoresde::engine::nn::{
     AttnBlock, Conv2d, Downsample, GroupNorm, Linear, MlpConfig, MlpScoreNet, ResBlock,
     TimeEmbedding, UNet, UNetConfig, Upsample,
 };
-use scoresde::engine::{Element, Graph, ParamStore, Tensor};
+use scoresde::engine::{Graph, ParamStore, Tensor};
 use scoresde::error::Error;
 use scoresde::rng;
 
@@ -328,4 +328,159 @@ fn gradient_check_rejects_a_wrong_gradient() {
         grad_check(&wrong, s, vec![x], 70)
     }));
     assert!(res.is_err(), "a 0.1% gradient error must be caught");
+}
+
+/// Output shapes: W1 maps `[2,1,28,28]` to `[2,1,28,28]`, W2 `[5,2]` to `[5,2]`; the
+/// near-zero final conv makes the fresh U-Net's output tiny (|y| ≤ 1e-3), as in the reference.
+#[test]
+fn w1_and_w2_output_shapes() {
+    let mut s = ParamStore::<f32>::new();
+    let net = UNet::new(&mut s, UNetConfig::default(), 0).unwrap();
+    let x = Tensor::from_vec(&[2, 1, 28, 28], (0..1568).map(|i| (i as f32 * 0.01).sin()).collect()).unwrap();
+    let mut g = Graph::inference();
+    let y = net.forward(&mut g, &s, &x, &[3.0, 999.0]).unwrap();
+    assert_eq!(y.shape(), [2, 1, 28, 28]);
+    assert!(y.as_slice().iter().all(|v| v.is_finite() && v.abs() <= 1e-3));
+    let mut s = ParamStore::<f32>::new();
+    let mlp = MlpScoreNet::new(&mut s, MlpConfig::default(), 0).unwrap();
+    let x = Tensor::from_vec(&[5, 2], vec![0.5; 10]).unwrap();
+    let y = mlp.forward(&mut Graph::inference(), &s, &x, &[0.0, 0.1, 0.2, 0.5, 1.0]).unwrap();
+    assert_eq!(y.shape(), [5, 2]);
+}
+
+/// Bad configurations and inputs are typed errors, never panics.
+#[test]
+fn bad_configs_and_inputs_are_rejected() {
+    let mut s = ParamStore::<f32>::new();
+    let bad = [
+        UNetConfig { groups: 3, ..UNetConfig::default() },
+        UNetConfig { resolution: 27, ..UNetConfig::default() },
+        UNetConfig { channel_mult: vec![], ..UNetConfig::default() },
+        UNetConfig { num_classes: Some(0), ..UNetConfig::default() },
+    ];
+    for c in bad {
+        assert!(matches!(UNet::new(&mut s, c, 0), Err(Error::InvalidParameter { .. })));
+    }
+    assert!(MlpScoreNet::new(&mut ParamStore::<f32>::new(), MlpConfig { emb_dim: 5, ..MlpConfig::default() }, 0).is_err());
+    let mut s = ParamStore::<f32>::new();
+    let net = UNet::new(&mut s, tiny_unet_config(Some(3)), 0).unwrap();
+    let x = Tensor::<f32>::zeros(&[1, 2, 4, 4]);
+    let mut g = Graph::inference();
+    assert!(matches!(net.forward(&mut g, &s, &x, &[1.0]), Err(Error::InvalidParameter { .. })));
+    assert!(net.forward_cond(&mut g, &s, &x, &[1.0], Some(&[3])).is_err());
+    assert!(matches!(net.forward_cond(&mut g, &s, &Tensor::zeros(&[1, 2, 8, 8]), &[1.0], Some(&[0])), Err(Error::Shape(_))));
+    assert!(matches!(net.forward_cond(&mut g, &s, &x, &[1.0, 2.0], Some(&[0])), Err(Error::Shape(_))));
+}
+
+/// A copy of an f64 store rounded to f32 (same names, same ids).
+fn to_f32(s: &ParamStore<f64>) -> ParamStore<f32> {
+    let mut o = ParamStore::new();
+    for (_, n, a) in s.iter() {
+        o.add(n, a.mapv(|v| v as f32)).unwrap();
+    }
+    o
+}
+
+/// f32 and f64 forward passes agree. Tolerance: each of the ≤ L layers along the deepest path
+/// rounds a dot product of ≤ k terms with error ≤ k·u·Σ|terms| (u = 2⁻²⁴ in f32) and the f32
+/// parameters themselves carry relative error u; with terms O(1) the output error is at most
+/// L·k·u·(max|y| + 1). W2: L = 4, k = 128. Small U-Net: L = 30 (convs, norms, attention),
+/// k = 9·16 = 144.
+#[test]
+fn f32_forward_agrees_with_f64() {
+    let u = f32::EPSILON as f64 / 2.0;
+    // W2.
+    let mut s = ParamStore::<f64>::new();
+    let mlp = MlpScoreNet::new(&mut s, MlpConfig::default(), 3).unwrap();
+    let s32 = to_f32(&s);
+    let mut r = rng::seeded(8);
+    let x = rand_array(&mut r, &[16, 2], 2.0);
+    let t: Vec<f64> = (0..16).map(|i| i as f64 / 16.0).collect();
+    let y64 = mlp.forward(&mut Graph::inference(), &s, &Tensor::constant(x.clone()), &t).unwrap();
+    let y32 = mlp.forward(&mut Graph::inference(), &s32, &Tensor::constant(x.mapv(|v| v as f32)), &t).unwrap();
+    let m = y64.as_slice().iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    let tol = 4.0 * 128.0 * u * (m + 1.0);
+    for (a, b) in y64.as_slice().iter().zip(y32.as_slice()) {
+        assert!((a - *b as f64).abs() <= tol, "{a} vs {b}, tol {tol:e}");
+    }
+    // Small U-Net with perturbed (non-zero) output layers.
+    let mut s = ParamStore::<f64>::new();
+    let cfg = UNetConfig { in_channels: 1, resolution: 8, base_channels: 8, channel_mult: vec![1, 2], num_res_blocks: 1, attn_resolutions: vec![4], groups: 4, temb_in: 8, temb_dim: 16, num_classes: None };
+    let net = UNet::new(&mut s, cfg, 4).unwrap();
+    jitter(&mut s, &mut r);
+    let s32 = to_f32(&s);
+    let x = rand_array(&mut r, &[2, 1, 8, 8], 1.0);
+    let y64 = net.forward(&mut Graph::inference(), &s, &Tensor::constant(x.clone()), &[5.0, 600.0]).unwrap();
+    let y32 = net.forward(&mut Graph::inference(), &s32, &Tensor::constant(x.mapv(|v| v as f32)), &[5.0, 600.0]).unwrap();
+    let m = y64.as_slice().iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    let tol = 30.0 * 144.0 * u * (m + 1.0);
+    let worst = y64.as_slice().iter().zip(y32.as_slice()).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+    assert!(worst <= tol, "worst {worst:e}, tol {tol:e}");
+    assert!(m > 0.1, "outputs are not trivially small");
+}
+
+/// One W1 L_simple training step (batch 2, Adam lr 2e-4) run on rayon pools of 1 and 2 threads
+/// leaves bit-identical parameters (no reduction is split across threads).
+#[test]
+fn w1_training_step_is_bit_identical_on_1_and_2_threads() {
+    use scoresde::engine::optim::{Adam, AdamConfig};
+    let run = |threads: usize| -> Vec<f32> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut s = ParamStore::<f32>::new();
+            let net = UNet::new(&mut s, UNetConfig::default(), 42).unwrap();
+            let mut opt = Adam::new(AdamConfig { lr: 2e-4, ..AdamConfig::default() }, &s).unwrap();
+            let mut r = rng::seeded(43);
+            let x0: Vec<f32> = (0..2 * 784).map(|_| rng::normal(&mut r) as f32).collect();
+            let eps: Vec<f32> = (0..2 * 784).map(|_| rng::normal(&mut r) as f32).collect();
+            let t = [17usize, 901];
+            // abar_t for linear betas 1e-4..0.02, T = 1000.
+            let abar = |t: usize| (0..=t).map(|s| 1.0 - (1e-4 + (0.02 - 1e-4) * s as f64 / 999.0)).product::<f64>();
+            let xt: Vec<f32> = (0..2 * 784)
+                .map(|i| {
+                    let a = abar(t[i / 784]);
+                    (a.sqrt() * x0[i] as f64 + (1.0 - a).sqrt() * eps[i] as f64) as f32
+                })
+                .collect();
+            let mut g = Graph::new();
+            let y = net
+                .forward(&mut g, &s, &Tensor::from_vec(&[2, 1, 28, 28], xt).unwrap(), &[17.0, 901.0])
+                .unwrap();
+            let loss = g.mse(&y, &Tensor::from_vec(&[2, 1, 28, 28], eps).unwrap()).unwrap();
+            let gr = g.backward(&loss).unwrap();
+            opt.step(&mut s, &gr).unwrap();
+            s.iter().flat_map(|(_, _, a)| a.iter().copied().collect::<Vec<_>>()).collect()
+        })
+    };
+    let (a, b) = (run(1), run(2));
+    assert_eq!(a.len(), 1_623_169);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+/// DDPM initialisation: weights of `up.0.0.conv1` (fan_in 1152, fan_out 576, 73,728 entries)
+/// have sample variance 1/n_avg = 1/864 within a 5-sigma CLT band (false alarm < 6e-7): for
+/// U(−a, a), Var(w²) = 4a⁴/45, so the sample variance has relative s.d. sqrt(4/5)/sqrt(n) =
+/// 0.33%. Its twin: the "fan_in" variance 1/1152 is 25% lower and falls outside the band. The
+/// near-zero layers (conv2, proj, conv_out) are bounded by sqrt(3e-10/n_avg) and biases are 0.
+#[test]
+fn initialisation_follows_ddpm_fan_avg() {
+    let mut s = ParamStore::<f64>::new();
+    UNet::new(&mut s, UNetConfig::default(), 0).unwrap();
+    let w = s.get(s.id("up.0.0.conv1.weight").unwrap());
+    let n = w.len() as f64;
+    let var = w.iter().map(|v| v * v).sum::<f64>() / n;
+    let band = |target: f64| (var - target).abs() <= 5.0 * (0.8f64).sqrt() / n.sqrt() * target;
+    assert!(band(1.0 / 864.0), "variance {var}");
+    assert!(!band(1.0 / 1152.0), "twin: fan_in scaling must be rejected");
+    for (_, name, a) in s.iter() {
+        if name.ends_with("conv2.weight") || name.ends_with(".proj.weight") || name == "conv_out.weight" {
+            assert!(a.iter().all(|v| v.abs() <= 1e-5), "{name}");
+        }
+        if name.ends_with(".bias") {
+            assert!(a.iter().all(|&v| v == 0.0), "{name}");
+        }
+        if name.contains("norm") && name.ends_with(".weight") {
+            assert!(a.iter().all(|&v| v == 1.0), "{name}");
+        }
+    }
 }
