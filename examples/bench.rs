@@ -69,7 +69,12 @@ fn busy_ticks() -> u64 {
 /// Our own utime + stime ticks.
 fn own_ticks() -> u64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest: Vec<&str> = s.rsplit_once(')').map(|x| x.1).unwrap_or("").split_whitespace().collect();
+    let rest: Vec<&str> = s
+        .rsplit_once(')')
+        .map(|x| x.1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     if rest.len() < 13 {
         return 0;
     }
@@ -125,7 +130,6 @@ fn main() -> scoresde::error::Result<()> {
     let b = a.batch;
     let mut r = rng::seeded(0);
     let mut store = ParamStore::<f32>::new();
-    let rss_before;
     let mut step: Box<dyn FnMut()>;
     let (params, warmup_default);
     match a.workload {
@@ -143,17 +147,30 @@ fn main() -> scoresde::error::Result<()> {
             let n = b * 784;
             let x0: Vec<f32> = (0..n).map(|_| rng::normal(&mut r) as f32).collect();
             if a.forward_only {
-                let xt = Tensor::from_vec(&[b, 1, 28, 28], (0..n).map(|_| rng::normal(&mut r) as f32).collect())?;
-                let t: Vec<f64> = (0..b).map(|_| rand::Rng::random_range(&mut r, 0..1000) as f64).collect();
+                let xt = Tensor::from_vec(
+                    &[b, 1, 28, 28],
+                    (0..n).map(|_| rng::normal(&mut r) as f32).collect(),
+                )?;
+                let t: Vec<f64> = (0..b)
+                    .map(|_| rand::Rng::random_range(&mut r, 0..1000) as f64)
+                    .collect();
                 step = Box::new(move || {
                     let mut g = Graph::inference();
                     let y = net.forward(&mut g, &store, &xt, &t).expect("forward");
                     assert!(y.as_slice()[0].is_finite());
                 });
             } else {
-                let mut opt = Adam::new(AdamConfig { lr: 2e-4, ..AdamConfig::default() }, &store)?;
+                let mut opt = Adam::new(
+                    AdamConfig {
+                        lr: 2e-4,
+                        ..AdamConfig::default()
+                    },
+                    &store,
+                )?;
                 step = Box::new(move || {
-                    let ti: Vec<usize> = (0..b).map(|_| rand::Rng::random_range(&mut r, 0..1000)).collect();
+                    let ti: Vec<usize> = (0..b)
+                        .map(|_| rand::Rng::random_range(&mut r, 0..1000))
+                        .collect();
                     let eps: Vec<f32> = (0..n).map(|_| rng::normal(&mut r) as f32).collect();
                     let xt: Vec<f32> = (0..n)
                         .map(|i| {
@@ -164,9 +181,16 @@ fn main() -> scoresde::error::Result<()> {
                     let t: Vec<f64> = ti.iter().map(|&v| v as f64).collect();
                     let mut g = Graph::new();
                     let y = net
-                        .forward(&mut g, &store, &Tensor::from_vec(&[b, 1, 28, 28], xt).unwrap(), &t)
+                        .forward(
+                            &mut g,
+                            &store,
+                            &Tensor::from_vec(&[b, 1, 28, 28], xt).unwrap(),
+                            &t,
+                        )
                         .expect("forward");
-                    let loss = g.mse(&y, &Tensor::from_vec(&[b, 1, 28, 28], eps).unwrap()).unwrap();
+                    let loss = g
+                        .mse(&y, &Tensor::from_vec(&[b, 1, 28, 28], eps).unwrap())
+                        .unwrap();
                     assert!(loss.item().is_finite());
                     let gr = g.backward(&loss).expect("backward");
                     opt.step(&mut store, &gr).expect("adam");
@@ -183,20 +207,36 @@ fn main() -> scoresde::error::Result<()> {
                     let k = rand::Rng::random_range(&mut r, 0..8) as f64;
                     let ang = k * std::f64::consts::TAU / 8.0;
                     let (nx, ny) = (rng::normal(&mut r), rng::normal(&mut r));
-                    [(2.0 * ang.cos() + 0.05 * nx) as f32, (2.0 * ang.sin() + 0.05 * ny) as f32]
+                    [
+                        (2.0 * ang.cos() + 0.05 * nx) as f32,
+                        (2.0 * ang.sin() + 0.05 * ny) as f32,
+                    ]
                 })
                 .collect();
             if a.forward_only {
-                let xt = Tensor::from_vec(&[b, 2], (0..2 * b).map(|_| rng::normal(&mut r) as f32).collect())?;
+                let xt = Tensor::from_vec(
+                    &[b, 2],
+                    (0..2 * b).map(|_| rng::normal(&mut r) as f32).collect(),
+                )?;
                 let t: Vec<f64> = (0..b).map(|_| rand::Rng::random::<f64>(&mut r)).collect();
                 step = Box::new(move || {
-                    let y = net.forward(&mut Graph::inference(), &store, &xt, &t).expect("forward");
+                    let y = net
+                        .forward(&mut Graph::inference(), &store, &xt, &t)
+                        .expect("forward");
                     assert!(y.as_slice()[0].is_finite());
                 });
             } else {
-                let mut opt = Adam::new(AdamConfig { lr: 1e-3, ..AdamConfig::default() }, &store)?;
+                let mut opt = Adam::new(
+                    AdamConfig {
+                        lr: 1e-3,
+                        ..AdamConfig::default()
+                    },
+                    &store,
+                )?;
                 step = Box::new(move || {
-                    let t: Vec<f64> = (0..b).map(|_| 1e-3 + (1.0 - 1e-3) * rand::Rng::random::<f64>(&mut r)).collect();
+                    let t: Vec<f64> = (0..b)
+                        .map(|_| 1e-3 + (1.0 - 1e-3) * rand::Rng::random::<f64>(&mut r))
+                        .collect();
                     let eps: Vec<f32> = (0..2 * b).map(|_| rng::normal(&mut r) as f32).collect();
                     let xt: Vec<f32> = (0..2 * b)
                         .map(|i| {
@@ -206,7 +246,9 @@ fn main() -> scoresde::error::Result<()> {
                         })
                         .collect();
                     let mut g = Graph::new();
-                    let y = net.forward(&mut g, &store, &Tensor::from_vec(&[b, 2], xt).unwrap(), &t).expect("forward");
+                    let y = net
+                        .forward(&mut g, &store, &Tensor::from_vec(&[b, 2], xt).unwrap(), &t)
+                        .expect("forward");
                     let loss = g.mse(&y, &Tensor::from_vec(&[b, 2], eps).unwrap()).unwrap();
                     let gr = g.backward(&loss).expect("backward");
                     opt.step(&mut store, &gr).expect("adam");
@@ -214,7 +256,7 @@ fn main() -> scoresde::error::Result<()> {
             }
         }
     }
-    rss_before = status_kb("VmRSS:") / 1024.0;
+    let rss_before = status_kb("VmRSS:") / 1024.0;
     for _ in 0..a.warmup.unwrap_or(warmup_default) {
         step();
     }
@@ -234,7 +276,11 @@ fn main() -> scoresde::error::Result<()> {
     let mut sorted = times.clone();
     sorted.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let k = sorted.len();
-    let med = if k % 2 == 1 { sorted[k / 2] } else { 0.5 * (sorted[k / 2 - 1] + sorted[k / 2]) };
+    let med = if k % 2 == 1 {
+        sorted[k / 2]
+    } else {
+        0.5 * (sorted[k / 2 - 1] + sorted[k / 2])
+    };
     let peak = status_kb("VmHWM:") / 1024.0;
     let mode = if a.forward_only { "infer" } else { "train" };
     let wl = match a.workload {
