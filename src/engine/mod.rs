@@ -9,6 +9,10 @@ pub mod element;
 pub mod embedding;
 pub mod graph;
 pub mod kernels;
+pub mod nn;
+pub mod optim;
+#[cfg(feature = "checkpoint")]
+pub mod checkpoint;
 pub mod ops;
 pub(crate) mod par;
 pub mod tensor;
