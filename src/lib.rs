@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod gaussian;
 pub mod likelihood;
+pub mod loss;
 pub mod ncsn;
 #[cfg(feature = "plot")]
 pub mod plot;

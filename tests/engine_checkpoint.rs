@@ -21,7 +21,16 @@ fn tmp(name: &str) -> PathBuf {
 /// A small MLP after two Adam steps with an EMA: everything non-trivial.
 fn trained(seed: u64) -> (MlpScoreNet, ParamStore<f32>, Adam<f32>, Ema<f32>) {
     let mut s = ParamStore::new();
-    let net = MlpScoreNet::new(&mut s, MlpConfig { width: 8, hidden: 2, ..MlpConfig::default() }, seed).unwrap();
+    let net = MlpScoreNet::new(
+        &mut s,
+        MlpConfig {
+            width: 8,
+            hidden: 2,
+            ..MlpConfig::default()
+        },
+        seed,
+    )
+    .unwrap();
     let mut opt = Adam::new(AdamConfig::default(), &s).unwrap();
     let mut ema = Ema::new(&s, 0.99).unwrap();
     for k in 0..2 {
@@ -54,7 +63,10 @@ fn checkpoint_round_trips_exactly() {
     meta.insert("model_config".to_string(), net.config.to_json());
     save(&p, &s, Some(&opt), Some(&ema), &meta).unwrap();
     let (_, mut s2, mut opt2, mut ema2) = trained(2);
-    assert_ne!(s2.get(s2.ids().next().unwrap()), s.get(s.ids().next().unwrap()));
+    assert_ne!(
+        s2.get(s2.ids().next().unwrap()),
+        s.get(s.ids().next().unwrap())
+    );
     let m = load(&p, &mut s2, Some(&mut opt2), Some(&mut ema2)).unwrap();
     for id in s.ids() {
         assert_eq!(s.get(id), s2.get(id));
@@ -67,8 +79,11 @@ fn checkpoint_round_trips_exactly() {
     assert_eq!(m["format_version"], "1");
     assert_eq!(m["model_config"], net.config.to_json());
     // No temporary file is left behind by the atomic write.
-    let left: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    let left: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
     assert!(left.is_empty());
 }
 
@@ -77,15 +92,29 @@ fn checkpoint_round_trips_exactly() {
 #[test]
 fn checkpoint_uses_pytorch_names_and_layouts() {
     let mut s = ParamStore::<f32>::new();
-    let cfg = UNetConfig { base_channels: 8, channel_mult: vec![1, 2], num_res_blocks: 1, groups: 4, resolution: 8, attn_resolutions: vec![4], ..UNetConfig::default() };
+    let cfg = UNetConfig {
+        base_channels: 8,
+        channel_mult: vec![1, 2],
+        num_res_blocks: 1,
+        groups: 4,
+        resolution: 8,
+        attn_resolutions: vec![4],
+        ..UNetConfig::default()
+    };
     UNet::new(&mut s, cfg, 0).unwrap();
     let bytes = to_safetensors(&s, None, None, &BTreeMap::new()).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor("down.0.0.conv1.weight").unwrap();
     assert_eq!(t.shape(), [8, 8, 3, 3]);
     assert_eq!(t.dtype(), safetensors::Dtype::F32);
-    assert_eq!(st.tensor("down.0.0.temb_proj.weight").unwrap().shape(), [8, 128]);
-    assert_eq!(st.tensor("up.0.0.conv1.weight").unwrap().shape(), [16, 32, 3, 3]);
+    assert_eq!(
+        st.tensor("down.0.0.temb_proj.weight").unwrap().shape(),
+        [8, 128]
+    );
+    assert_eq!(
+        st.tensor("up.0.0.conv1.weight").unwrap().shape(),
+        [16, 32, 3, 3]
+    );
     assert_eq!(st.len(), s.len());
     // First element of a weight, little-endian f32.
     let id = s.id("down.0.0.conv1.weight").unwrap();
@@ -110,7 +139,10 @@ fn truncated_file_is_rejected() {
     std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
     let (_, mut s2, _, _) = trained(2);
     let e = msg(load(&p, &mut s2, None, None).unwrap_err());
-    assert!(e.contains("trunc.safetensors"), "the message names the file: {e}");
+    assert!(
+        e.contains("trunc.safetensors"),
+        "the message names the file: {e}"
+    );
 }
 
 /// Garbage in the header (JSON broken) and a header length pointing past the end are rejected.
@@ -132,14 +164,36 @@ fn corrupt_file_is_rejected() {
 #[test]
 fn foreign_or_incomplete_file_is_rejected() {
     let mut other = ParamStore::<f32>::new();
-    UNet::new(&mut other, UNetConfig { base_channels: 8, channel_mult: vec![1], num_res_blocks: 1, groups: 4, resolution: 4, attn_resolutions: vec![], ..UNetConfig::default() }, 0).unwrap();
+    UNet::new(
+        &mut other,
+        UNetConfig {
+            base_channels: 8,
+            channel_mult: vec![1],
+            num_res_blocks: 1,
+            groups: 4,
+            resolution: 4,
+            attn_resolutions: vec![],
+            ..UNetConfig::default()
+        },
+        0,
+    )
+    .unwrap();
     let bytes = to_safetensors(&other, None, None, &BTreeMap::new()).unwrap();
     let (_, mut s, mut opt, _) = trained(1);
     let e = msg(from_safetensors(&bytes, &mut s, None, None).unwrap_err());
     assert!(e.contains("foreign") && e.contains("conv_in"), "{e}");
 
     let mut part = ParamStore::<f32>::new();
-    MlpScoreNet::new(&mut part, MlpConfig { width: 8, hidden: 1, ..MlpConfig::default() }, 0).unwrap();
+    MlpScoreNet::new(
+        &mut part,
+        MlpConfig {
+            width: 8,
+            hidden: 1,
+            ..MlpConfig::default()
+        },
+        0,
+    )
+    .unwrap();
     let bytes = to_safetensors(&part, None, None, &BTreeMap::new()).unwrap();
     // l1, l2 exist in both (l2 with another shape); l3 is missing or mismatched first.
     let e = msg(from_safetensors(&bytes, &mut s, None, None).unwrap_err());
@@ -162,11 +216,23 @@ fn foreign_or_incomplete_file_is_rejected() {
 #[test]
 fn mismatched_shape_is_rejected() {
     let mut a = ParamStore::<f32>::new();
-    MlpScoreNet::new(&mut a, MlpConfig { width: 16, hidden: 2, ..MlpConfig::default() }, 0).unwrap();
+    MlpScoreNet::new(
+        &mut a,
+        MlpConfig {
+            width: 16,
+            hidden: 2,
+            ..MlpConfig::default()
+        },
+        0,
+    )
+    .unwrap();
     let bytes = to_safetensors(&a, None, None, &BTreeMap::new()).unwrap();
     let (_, mut s, _, _) = trained(1);
     let e = msg(from_safetensors(&bytes, &mut s, None, None).unwrap_err());
-    assert!(e.contains("l1.weight") && e.contains("[16, 18]") && e.contains("[8, 18]"), "{e}");
+    assert!(
+        e.contains("l1.weight") && e.contains("[16, 18]") && e.contains("[8, 18]"),
+        "{e}"
+    );
 }
 
 /// An f32 checkpoint loads into an f64 store exactly (f32 -> f64 is exact).
@@ -175,9 +241,22 @@ fn f32_checkpoint_loads_into_f64_store_exactly() {
     let (_, s, _, _) = trained(1);
     let bytes = to_safetensors(&s, None, None, &BTreeMap::new()).unwrap();
     let mut d = ParamStore::<f64>::new();
-    MlpScoreNet::new(&mut d, MlpConfig { width: 8, hidden: 2, ..MlpConfig::default() }, 9).unwrap();
+    MlpScoreNet::new(
+        &mut d,
+        MlpConfig {
+            width: 8,
+            hidden: 2,
+            ..MlpConfig::default()
+        },
+        9,
+    )
+    .unwrap();
     from_safetensors(&bytes, &mut d, None, None).unwrap();
     for id in s.ids() {
-        assert!(s.get(id).iter().zip(d.get(id)).all(|(a, b)| *a as f64 == *b));
+        assert!(s
+            .get(id)
+            .iter()
+            .zip(d.get(id))
+            .all(|(a, b)| *a as f64 == *b));
     }
 }

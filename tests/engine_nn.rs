@@ -43,7 +43,16 @@ fn w2_has_the_reference_parameter_count() {
     let names: Vec<_> = s.iter().map(|(_, n, _)| n.to_string()).collect();
     assert_eq!(
         names,
-        ["l1.weight", "l1.bias", "l2.weight", "l2.bias", "l3.weight", "l3.bias", "l4.weight", "l4.bias"]
+        [
+            "l1.weight",
+            "l1.bias",
+            "l2.weight",
+            "l2.bias",
+            "l3.weight",
+            "l3.bias",
+            "l4.weight",
+            "l4.bias"
+        ]
     );
 }
 
@@ -53,7 +62,11 @@ fn w2_has_the_reference_parameter_count() {
 fn w1_parameter_names_follow_the_pytorch_module() {
     let mut s = ParamStore::<f32>::new();
     UNet::new(&mut s, UNetConfig::default(), 0).unwrap();
-    let shape = |n: &str| s.get(s.id(n).unwrap_or_else(|| panic!("missing {n}"))).shape().to_vec();
+    let shape = |n: &str| {
+        s.get(s.id(n).unwrap_or_else(|| panic!("missing {n}")))
+            .shape()
+            .to_vec()
+    };
     assert_eq!(shape("temb.0.weight"), [128, 32]);
     assert_eq!(shape("temb.2.bias"), [128]);
     assert_eq!(shape("conv_in.weight"), [32, 1, 3, 3]);
@@ -100,7 +113,9 @@ type LayerFn = dyn Fn(&mut Graph<f64>, &ParamStore<f64>, &[Tensor<f64>]) -> Tens
 
 fn rand_array(r: &mut rng::Rng, shape: &[usize], amp: f64) -> ArrayD<f64> {
     let n: usize = shape.iter().product();
-    let v = (0..n).map(|_| amp * (2.0 * r.random::<f64>() - 1.0)).collect();
+    let v = (0..n)
+        .map(|_| amp * (2.0 * r.random::<f64>() - 1.0))
+        .collect();
     ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
 }
 
@@ -171,7 +186,11 @@ fn grad_check(f: &LayerFn, mut s: ParamStore<f64>, mut xs: Vec<ArrayD<f64>>, see
         let xg: Vec<_> = ts
             .iter()
             .zip(&xs)
-            .map(|(t, x)| gr.wrt(t).cloned().unwrap_or_else(|| ArrayD::zeros(x.raw_dim())))
+            .map(|(t, x)| {
+                gr.wrt(t)
+                    .cloned()
+                    .unwrap_or_else(|| ArrayD::zeros(x.raw_dim()))
+            })
             .collect();
         let pg: Vec<_> = s.ids().map(|id| gr.param_or_zeros(&s, id)).collect();
         (pg, xg)
@@ -181,7 +200,12 @@ fn grad_check(f: &LayerFn, mut s: ParamStore<f64>, mut xs: Vec<ArrayD<f64>>, see
         .zip(grads)
         .map(|(id, g)| (Target::Param(id), g))
         .collect();
-    targets.extend(xgrads.into_iter().enumerate().map(|(i, g)| (Target::Input(i), g)));
+    targets.extend(
+        xgrads
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| (Target::Input(i), g)),
+    );
     let mut checked = 0;
     for (t, an) in &targets {
         for _ in 0..COORDS.min(an.len()) {
@@ -198,7 +222,10 @@ fn grad_check(f: &LayerFn, mut s: ParamStore<f64>, mut xs: Vec<ArrayD<f64>>, see
                 Target::Param(id) => s.name(*id).to_string(),
                 Target::Input(i) => format!("input {i}"),
             };
-            assert!((a - d).abs() <= tol, "{name}[{j}]: analytic {a}, numeric {d}, tol {tol:e}");
+            assert!(
+                (a - d).abs() <= tol,
+                "{name}[{j}]: analytic {a}, numeric {d}, tol {tol:e}"
+            );
             checked += 1;
         }
     }
@@ -213,12 +240,22 @@ fn linear_and_group_norm_gradients_match_finite_differences() {
     let mut s = ParamStore::new();
     let lin = Linear::new(&mut s, "l", 5, 3, 1.0, &mut r).unwrap();
     let x = rand_array(&mut r, &[4, 5], 1.0);
-    grad_check(&move |g, s, x| lin.forward(g, s, &x[0]).unwrap(), s, vec![x], 11);
+    grad_check(
+        &move |g, s, x| lin.forward(g, s, &x[0]).unwrap(),
+        s,
+        vec![x],
+        11,
+    );
 
     let mut s = ParamStore::new();
     let gn = GroupNorm::new(&mut s, "n", 2, 4, 1e-5).unwrap();
     let x = rand_array(&mut r, &[2, 4, 3, 3], 1.0);
-    grad_check(&move |g, s, x| gn.forward(g, s, &x[0]).unwrap(), s, vec![x], 12);
+    grad_check(
+        &move |g, s, x| gn.forward(g, s, &x[0]).unwrap(),
+        s,
+        vec![x],
+        12,
+    );
 }
 
 /// `Conv2d` (3×3 pad 1, 1×1, and stride 2) gradients match central differences.
@@ -229,7 +266,12 @@ fn conv_gradients_match_finite_differences() {
         let mut s = ParamStore::new();
         let c = Conv2d::new(&mut s, "c", 3, 2, k, stride, pad, 1.0, &mut r).unwrap();
         let x = rand_array(&mut r, &[2, 3, 5, 5], 1.0);
-        grad_check(&move |g, s, x| c.forward(g, s, &x[0]).unwrap(), s, vec![x], 20 + k as u64);
+        grad_check(
+            &move |g, s, x| c.forward(g, s, &x[0]).unwrap(),
+            s,
+            vec![x],
+            20 + k as u64,
+        );
     }
 }
 
@@ -243,7 +285,12 @@ fn resblock_gradients_match_finite_differences() {
         let b = ResBlock::new(&mut s, "rb", cin, cout, 5, 2, &mut r).unwrap();
         let x = rand_array(&mut r, &[2, cin, 4, 4], 1.0);
         let te = rand_array(&mut r, &[2, 5], 1.0);
-        grad_check(&move |g, s, x| b.forward(g, s, &x[0], &x[1]).unwrap(), s, vec![x, te], 30);
+        grad_check(
+            &move |g, s, x| b.forward(g, s, &x[0], &x[1]).unwrap(),
+            s,
+            vec![x, te],
+            30,
+        );
     }
 }
 
@@ -255,21 +302,41 @@ fn attention_resampling_and_time_embedding_gradients_match_finite_differences() 
     let mut s = ParamStore::new();
     let a = AttnBlock::new(&mut s, "a", 4, 2, &mut r).unwrap();
     let x = rand_array(&mut r, &[2, 4, 3, 3], 1.0);
-    grad_check(&move |g, s, x| a.forward(g, s, &x[0]).unwrap(), s, vec![x], 40);
+    grad_check(
+        &move |g, s, x| a.forward(g, s, &x[0]).unwrap(),
+        s,
+        vec![x],
+        40,
+    );
 
     let mut s = ParamStore::new();
     let d = Downsample::new(&mut s, "d", 3, &mut r).unwrap();
     let x = rand_array(&mut r, &[1, 3, 6, 6], 1.0);
-    grad_check(&move |g, s, x| d.forward(g, s, &x[0]).unwrap(), s, vec![x], 41);
+    grad_check(
+        &move |g, s, x| d.forward(g, s, &x[0]).unwrap(),
+        s,
+        vec![x],
+        41,
+    );
 
     let mut s = ParamStore::new();
     let u = Upsample::new(&mut s, "u", 3, &mut r).unwrap();
     let x = rand_array(&mut r, &[1, 3, 3, 3], 1.0);
-    grad_check(&move |g, s, x| u.forward(g, s, &x[0]).unwrap(), s, vec![x], 42);
+    grad_check(
+        &move |g, s, x| u.forward(g, s, &x[0]).unwrap(),
+        s,
+        vec![x],
+        42,
+    );
 
     let mut s = ParamStore::new();
     let te = TimeEmbedding::new(&mut s, "temb", 8, 6, &mut r).unwrap();
-    grad_check(&move |g, s, _| te.forward(g, s, &[3.0, 517.0]).unwrap(), s, vec![], 43);
+    grad_check(
+        &move |g, s, _| te.forward(g, s, &[3.0, 517.0]).unwrap(),
+        s,
+        vec![],
+        43,
+    );
 }
 
 fn tiny_unet_config(classes: Option<usize>) -> UNetConfig {
@@ -297,15 +364,33 @@ fn network_gradients_match_finite_differences() {
     let mut r = rng::seeded(50);
     let x = rand_array(&mut r, &[2, 2, 4, 4], 1.0);
     grad_check(
-        &move |g, s, x| net.forward_cond(g, s, &x[0], &[10.0, 700.0], Some(&[2, 0])).unwrap(),
+        &move |g, s, x| {
+            net.forward_cond(g, s, &x[0], &[10.0, 700.0], Some(&[2, 0]))
+                .unwrap()
+        },
         s,
         vec![x],
         51,
     );
     let mut s = ParamStore::new();
-    let mlp = MlpScoreNet::new(&mut s, MlpConfig { data_dim: 3, width: 6, hidden: 2, ..MlpConfig::default() }, 6).unwrap();
+    let mlp = MlpScoreNet::new(
+        &mut s,
+        MlpConfig {
+            data_dim: 3,
+            width: 6,
+            hidden: 2,
+            ..MlpConfig::default()
+        },
+        6,
+    )
+    .unwrap();
     let x = rand_array(&mut r, &[4, 3], 1.0);
-    grad_check(&move |g, s, x| mlp.forward(g, s, &x[0], &[0.01, 0.3, 0.5, 1.0]).unwrap(), s, vec![x], 52);
+    grad_check(
+        &move |g, s, x| mlp.forward(g, s, &x[0], &[0.01, 0.3, 0.5, 1.0]).unwrap(),
+        s,
+        vec![x],
+        52,
+    );
 }
 
 /// The checker itself rejects a wrong layer gradient: a "Linear" whose backward sees the weight
@@ -336,15 +421,24 @@ fn gradient_check_rejects_a_wrong_gradient() {
 fn w1_and_w2_output_shapes() {
     let mut s = ParamStore::<f32>::new();
     let net = UNet::new(&mut s, UNetConfig::default(), 0).unwrap();
-    let x = Tensor::from_vec(&[2, 1, 28, 28], (0..1568).map(|i| (i as f32 * 0.01).sin()).collect()).unwrap();
+    let x = Tensor::from_vec(
+        &[2, 1, 28, 28],
+        (0..1568).map(|i| (i as f32 * 0.01).sin()).collect(),
+    )
+    .unwrap();
     let mut g = Graph::inference();
     let y = net.forward(&mut g, &s, &x, &[3.0, 999.0]).unwrap();
     assert_eq!(y.shape(), [2, 1, 28, 28]);
-    assert!(y.as_slice().iter().all(|v| v.is_finite() && v.abs() <= 1e-3));
+    assert!(y
+        .as_slice()
+        .iter()
+        .all(|v| v.is_finite() && v.abs() <= 1e-3));
     let mut s = ParamStore::<f32>::new();
     let mlp = MlpScoreNet::new(&mut s, MlpConfig::default(), 0).unwrap();
     let x = Tensor::from_vec(&[5, 2], vec![0.5; 10]).unwrap();
-    let y = mlp.forward(&mut Graph::inference(), &s, &x, &[0.0, 0.1, 0.2, 0.5, 1.0]).unwrap();
+    let y = mlp
+        .forward(&mut Graph::inference(), &s, &x, &[0.0, 0.1, 0.2, 0.5, 1.0])
+        .unwrap();
     assert_eq!(y.shape(), [5, 2]);
 }
 
@@ -353,23 +447,63 @@ fn w1_and_w2_output_shapes() {
 fn bad_configs_and_inputs_are_rejected() {
     let mut s = ParamStore::<f32>::new();
     let bad = [
-        UNetConfig { groups: 3, ..UNetConfig::default() },
-        UNetConfig { resolution: 27, ..UNetConfig::default() },
-        UNetConfig { channel_mult: vec![], ..UNetConfig::default() },
-        UNetConfig { num_classes: Some(0), ..UNetConfig::default() },
+        UNetConfig {
+            groups: 3,
+            ..UNetConfig::default()
+        },
+        UNetConfig {
+            resolution: 27,
+            ..UNetConfig::default()
+        },
+        UNetConfig {
+            channel_mult: vec![],
+            ..UNetConfig::default()
+        },
+        UNetConfig {
+            num_classes: Some(0),
+            ..UNetConfig::default()
+        },
     ];
     for c in bad {
-        assert!(matches!(UNet::new(&mut s, c, 0), Err(Error::InvalidParameter { .. })));
+        assert!(matches!(
+            UNet::new(&mut s, c, 0),
+            Err(Error::InvalidParameter { .. })
+        ));
     }
-    assert!(MlpScoreNet::new(&mut ParamStore::<f32>::new(), MlpConfig { emb_dim: 5, ..MlpConfig::default() }, 0).is_err());
+    assert!(MlpScoreNet::new(
+        &mut ParamStore::<f32>::new(),
+        MlpConfig {
+            emb_dim: 5,
+            ..MlpConfig::default()
+        },
+        0
+    )
+    .is_err());
     let mut s = ParamStore::<f32>::new();
     let net = UNet::new(&mut s, tiny_unet_config(Some(3)), 0).unwrap();
     let x = Tensor::<f32>::zeros(&[1, 2, 4, 4]);
     let mut g = Graph::inference();
-    assert!(matches!(net.forward(&mut g, &s, &x, &[1.0]), Err(Error::InvalidParameter { .. })));
-    assert!(net.forward_cond(&mut g, &s, &x, &[1.0], Some(&[3])).is_err());
-    assert!(matches!(net.forward_cond(&mut g, &s, &Tensor::zeros(&[1, 2, 8, 8]), &[1.0], Some(&[0])), Err(Error::Shape(_))));
-    assert!(matches!(net.forward_cond(&mut g, &s, &x, &[1.0, 2.0], Some(&[0])), Err(Error::Shape(_))));
+    assert!(matches!(
+        net.forward(&mut g, &s, &x, &[1.0]),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(net
+        .forward_cond(&mut g, &s, &x, &[1.0], Some(&[3]))
+        .is_err());
+    assert!(matches!(
+        net.forward_cond(
+            &mut g,
+            &s,
+            &Tensor::zeros(&[1, 2, 8, 8]),
+            &[1.0],
+            Some(&[0])
+        ),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        net.forward_cond(&mut g, &s, &x, &[1.0, 2.0], Some(&[0])),
+        Err(Error::Shape(_))
+    ));
 }
 
 /// A copy of an f64 store rounded to f32 (same names, same ids).
@@ -396,8 +530,22 @@ fn f32_forward_agrees_with_f64() {
     let mut r = rng::seeded(8);
     let x = rand_array(&mut r, &[16, 2], 2.0);
     let t: Vec<f64> = (0..16).map(|i| i as f64 / 16.0).collect();
-    let y64 = mlp.forward(&mut Graph::inference(), &s, &Tensor::constant(x.clone()), &t).unwrap();
-    let y32 = mlp.forward(&mut Graph::inference(), &s32, &Tensor::constant(x.mapv(|v| v as f32)), &t).unwrap();
+    let y64 = mlp
+        .forward(
+            &mut Graph::inference(),
+            &s,
+            &Tensor::constant(x.clone()),
+            &t,
+        )
+        .unwrap();
+    let y32 = mlp
+        .forward(
+            &mut Graph::inference(),
+            &s32,
+            &Tensor::constant(x.mapv(|v| v as f32)),
+            &t,
+        )
+        .unwrap();
     let m = y64.as_slice().iter().fold(0.0f64, |a, v| a.max(v.abs()));
     let tol = 4.0 * 128.0 * u * (m + 1.0);
     for (a, b) in y64.as_slice().iter().zip(y32.as_slice()) {
@@ -405,16 +553,46 @@ fn f32_forward_agrees_with_f64() {
     }
     // Small U-Net with perturbed (non-zero) output layers.
     let mut s = ParamStore::<f64>::new();
-    let cfg = UNetConfig { in_channels: 1, resolution: 8, base_channels: 8, channel_mult: vec![1, 2], num_res_blocks: 1, attn_resolutions: vec![4], groups: 4, temb_in: 8, temb_dim: 16, num_classes: None };
+    let cfg = UNetConfig {
+        in_channels: 1,
+        resolution: 8,
+        base_channels: 8,
+        channel_mult: vec![1, 2],
+        num_res_blocks: 1,
+        attn_resolutions: vec![4],
+        groups: 4,
+        temb_in: 8,
+        temb_dim: 16,
+        num_classes: None,
+    };
     let net = UNet::new(&mut s, cfg, 4).unwrap();
     jitter(&mut s, &mut r);
     let s32 = to_f32(&s);
     let x = rand_array(&mut r, &[2, 1, 8, 8], 1.0);
-    let y64 = net.forward(&mut Graph::inference(), &s, &Tensor::constant(x.clone()), &[5.0, 600.0]).unwrap();
-    let y32 = net.forward(&mut Graph::inference(), &s32, &Tensor::constant(x.mapv(|v| v as f32)), &[5.0, 600.0]).unwrap();
+    let y64 = net
+        .forward(
+            &mut Graph::inference(),
+            &s,
+            &Tensor::constant(x.clone()),
+            &[5.0, 600.0],
+        )
+        .unwrap();
+    let y32 = net
+        .forward(
+            &mut Graph::inference(),
+            &s32,
+            &Tensor::constant(x.mapv(|v| v as f32)),
+            &[5.0, 600.0],
+        )
+        .unwrap();
     let m = y64.as_slice().iter().fold(0.0f64, |a, v| a.max(v.abs()));
     let tol = 30.0 * 144.0 * u * (m + 1.0);
-    let worst = y64.as_slice().iter().zip(y32.as_slice()).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+    let worst = y64
+        .as_slice()
+        .iter()
+        .zip(y32.as_slice())
+        .map(|(a, b)| (a - *b as f64).abs())
+        .fold(0.0, f64::max);
     assert!(worst <= tol, "worst {worst:e}, tol {tol:e}");
     assert!(m > 0.1, "outputs are not trivially small");
 }
@@ -425,17 +603,31 @@ fn f32_forward_agrees_with_f64() {
 fn w1_training_step_is_bit_identical_on_1_and_2_threads() {
     use scoresde::engine::optim::{Adam, AdamConfig};
     let run = |threads: usize| -> Vec<f32> {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut s = ParamStore::<f32>::new();
             let net = UNet::new(&mut s, UNetConfig::default(), 42).unwrap();
-            let mut opt = Adam::new(AdamConfig { lr: 2e-4, ..AdamConfig::default() }, &s).unwrap();
+            let mut opt = Adam::new(
+                AdamConfig {
+                    lr: 2e-4,
+                    ..AdamConfig::default()
+                },
+                &s,
+            )
+            .unwrap();
             let mut r = rng::seeded(43);
             let x0: Vec<f32> = (0..2 * 784).map(|_| rng::normal(&mut r) as f32).collect();
             let eps: Vec<f32> = (0..2 * 784).map(|_| rng::normal(&mut r) as f32).collect();
             let t = [17usize, 901];
             // abar_t for linear betas 1e-4..0.02, T = 1000.
-            let abar = |t: usize| (0..=t).map(|s| 1.0 - (1e-4 + (0.02 - 1e-4) * s as f64 / 999.0)).product::<f64>();
+            let abar = |t: usize| {
+                (0..=t)
+                    .map(|s| 1.0 - (1e-4 + (0.02 - 1e-4) * s as f64 / 999.0))
+                    .product::<f64>()
+            };
             let xt: Vec<f32> = (0..2 * 784)
                 .map(|i| {
                     let a = abar(t[i / 784]);
@@ -444,12 +636,21 @@ fn w1_training_step_is_bit_identical_on_1_and_2_threads() {
                 .collect();
             let mut g = Graph::new();
             let y = net
-                .forward(&mut g, &s, &Tensor::from_vec(&[2, 1, 28, 28], xt).unwrap(), &[17.0, 901.0])
+                .forward(
+                    &mut g,
+                    &s,
+                    &Tensor::from_vec(&[2, 1, 28, 28], xt).unwrap(),
+                    &[17.0, 901.0],
+                )
                 .unwrap();
-            let loss = g.mse(&y, &Tensor::from_vec(&[2, 1, 28, 28], eps).unwrap()).unwrap();
+            let loss = g
+                .mse(&y, &Tensor::from_vec(&[2, 1, 28, 28], eps).unwrap())
+                .unwrap();
             let gr = g.backward(&loss).unwrap();
             opt.step(&mut s, &gr).unwrap();
-            s.iter().flat_map(|(_, _, a)| a.iter().copied().collect::<Vec<_>>()).collect()
+            s.iter()
+                .flat_map(|(_, _, a)| a.iter().copied().collect::<Vec<_>>())
+                .collect()
         })
     };
     let (a, b) = (run(1), run(2));
@@ -473,7 +674,10 @@ fn initialisation_follows_ddpm_fan_avg() {
     assert!(band(1.0 / 864.0), "variance {var}");
     assert!(!band(1.0 / 1152.0), "twin: fan_in scaling must be rejected");
     for (_, name, a) in s.iter() {
-        if name.ends_with("conv2.weight") || name.ends_with(".proj.weight") || name == "conv_out.weight" {
+        if name.ends_with("conv2.weight")
+            || name.ends_with(".proj.weight")
+            || name == "conv_out.weight"
+        {
             assert!(a.iter().all(|v| v.abs() <= 1e-5), "{name}");
         }
         if name.ends_with(".bias") {

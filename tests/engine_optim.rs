@@ -58,7 +58,10 @@ fn adam_matches_two_hand_computed_steps() {
     let mut opt = Adam::new(cfg, &s).unwrap();
     let g1 = grads(&s, &[&[0.5, -1.0]]);
     opt.step(&mut s, &g1).unwrap();
-    let t1 = [1.0 - 0.1 * 0.5 / (0.5 + 1e-8), -2.0 + 0.1 * 1.0 / (1.0 + 1e-8)];
+    let t1 = [
+        1.0 - 0.1 * 0.5 / (0.5 + 1e-8),
+        -2.0 + 0.1 * 1.0 / (1.0 + 1e-8),
+    ];
     close(s.get(ParamId(0)), &t1);
     close(opt.m(ParamId(0)), &[0.05, -0.1]);
     close(opt.v(ParamId(0)), &[0.00025, 0.001]);
@@ -80,8 +83,19 @@ fn adam_matches_two_hand_computed_steps() {
 #[test]
 fn first_adam_step_moves_by_lr_not_by_the_uncorrected_ratio() {
     let mut s = store(&[&[0.0]]);
-    let mut opt = Adam::new(AdamConfig { lr: 0.1, ..AdamConfig::default() }, &s).unwrap();
-    { let gr = grads(&s, &[&[3.0]]); opt.step(&mut s, &gr) }.unwrap();
+    let mut opt = Adam::new(
+        AdamConfig {
+            lr: 0.1,
+            ..AdamConfig::default()
+        },
+        &s,
+    )
+    .unwrap();
+    {
+        let gr = grads(&s, &[&[3.0]]);
+        opt.step(&mut s, &gr)
+    }
+    .unwrap();
     let moved = -s.get(ParamId(0))[[0]];
     let uncorrected = 0.1 * (0.1 * 3.0) / ((0.001f64 * 9.0).sqrt() + 1e-8);
     assert!((moved - 0.1 * 3.0 / (3.0 + 1e-8)).abs() < TOL);
@@ -99,10 +113,17 @@ fn adamw_and_l2_decay_match_hand_computed_steps() {
         ..AdamConfig::default()
     };
     let mut opt = Adam::new(cfg, &s).unwrap();
-    { let gr = grads(&s, &[&[0.5, 0.25]]); opt.step(&mut s, &gr) }.unwrap();
+    {
+        let gr = grads(&s, &[&[0.5, 0.25]]);
+        opt.step(&mut s, &gr)
+    }
+    .unwrap();
     close(
         s.get(ParamId(0)),
-        &[2.0 * 0.99 - 0.1 * 0.5 / (0.5 + 1e-8), -0.99 - 0.1 * 0.25 / (0.25 + 1e-8)],
+        &[
+            2.0 * 0.99 - 0.1 * 0.5 / (0.5 + 1e-8),
+            -0.99 - 0.1 * 0.25 / (0.25 + 1e-8),
+        ],
     );
 
     let mut s = store(&[&[2.0, -1.0]]);
@@ -112,12 +133,19 @@ fn adamw_and_l2_decay_match_hand_computed_steps() {
         ..AdamConfig::default()
     };
     let mut opt = Adam::new(cfg, &s).unwrap();
-    { let gr = grads(&s, &[&[0.5, 0.25]]); opt.step(&mut s, &gr) }.unwrap();
+    {
+        let gr = grads(&s, &[&[0.5, 0.25]]);
+        opt.step(&mut s, &gr)
+    }
+    .unwrap();
     // g + λθ = [0.7, 0.15].
     close(opt.m(ParamId(0)), &[0.07, 0.015]);
     close(
         s.get(ParamId(0)),
-        &[2.0 - 0.1 * 0.7 / (0.7 + 1e-8), -1.0 - 0.1 * 0.15 / (0.15 + 1e-8)],
+        &[
+            2.0 - 0.1 * 0.7 / (0.7 + 1e-8),
+            -1.0 - 0.1 * 0.15 / (0.15 + 1e-8),
+        ],
     );
 }
 
@@ -132,16 +160,27 @@ fn clipping_scales_all_gradients_by_the_global_norm() {
         ..AdamConfig::default()
     };
     let mut opt = Adam::new(cfg, &s).unwrap();
-    let info = { let gr = grads(&s, &[&[3.0, 0.0], &[4.0]]); opt.step(&mut s, &gr) }.unwrap();
+    let info = {
+        let gr = grads(&s, &[&[3.0, 0.0], &[4.0]]);
+        opt.step(&mut s, &gr)
+    }
+    .unwrap();
     assert!((info.grad_norm - 5.0).abs() < TOL && (info.clip - 0.2).abs() < TOL);
     close(opt.m(ParamId(0)), &[0.06, 0.0]);
     close(opt.m(ParamId(1)), &[0.08]);
     close(opt.v(ParamId(1)), &[0.001 * 0.64]);
 
     let mut s = store(&[&[1.0]]);
-    let cfg = AdamConfig { clip_norm: Some(10.0), ..AdamConfig::default() };
+    let cfg = AdamConfig {
+        clip_norm: Some(10.0),
+        ..AdamConfig::default()
+    };
     let mut opt = Adam::new(cfg, &s).unwrap();
-    let info = { let gr = grads(&s, &[&[3.0]]); opt.step(&mut s, &gr) }.unwrap();
+    let info = {
+        let gr = grads(&s, &[&[3.0]]);
+        opt.step(&mut s, &gr)
+    }
+    .unwrap();
     assert_eq!(info.clip, 1.0);
     close(opt.m(ParamId(0)), &[0.3]);
 }
@@ -156,9 +195,17 @@ fn warmup_ramps_the_learning_rate_linearly() {
     }
     assert_eq!(warmup_lr(0.1, 1, 0), 0.1);
     let mut s = store(&[&[0.0]]);
-    let cfg = AdamConfig { lr: 0.1, warmup: 4, ..AdamConfig::default() };
+    let cfg = AdamConfig {
+        lr: 0.1,
+        warmup: 4,
+        ..AdamConfig::default()
+    };
     let mut opt = Adam::new(cfg, &s).unwrap();
-    let info = { let gr = grads(&s, &[&[2.0]]); opt.step(&mut s, &gr) }.unwrap();
+    let info = {
+        let gr = grads(&s, &[&[2.0]]);
+        opt.step(&mut s, &gr)
+    }
+    .unwrap();
     assert!((info.lr - 0.025).abs() < TOL);
     close(s.get(ParamId(0)), &[-0.025 * 2.0 / (2.0 + 1e-8)]);
 }
@@ -176,7 +223,10 @@ fn ema_matches_hand_computed_updates_and_the_unrolled_sum() {
     s.set(ParamId(0), arr1(&[0.0, 0.0]).into_dyn()).unwrap();
     ema.update(&s).unwrap();
     close(ema.get(ParamId(0)), &[1.08, 1.53]);
-    let unrolled = [0.81 * 1.0 + 0.1 * (0.9 * 3.0), 0.81 * 2.0 + 0.1 * (0.9 * -1.0)];
+    let unrolled = [
+        0.81 * 1.0 + 0.1 * (0.9 * 3.0),
+        0.81 * 2.0 + 0.1 * (0.9 * -1.0),
+    ];
     close(ema.get(ParamId(0)), &unrolled);
     let avg = ema.averaged(&s).unwrap();
     close(avg.get(ParamId(0)), &[1.08, 1.53]);
@@ -203,15 +253,39 @@ fn ema_state_is_not_the_previous_parameters() {
 fn bad_hyperparameters_are_rejected() {
     let s = store(&[&[1.0]]);
     for cfg in [
-        AdamConfig { lr: -1.0, ..AdamConfig::default() },
-        AdamConfig { beta1: 1.0, ..AdamConfig::default() },
-        AdamConfig { beta2: f64::NAN, ..AdamConfig::default() },
-        AdamConfig { eps: 0.0, ..AdamConfig::default() },
-        AdamConfig { clip_norm: Some(0.0), ..AdamConfig::default() },
-        AdamConfig { weight_decay: Some(WeightDecay::Decoupled(-0.1)), ..AdamConfig::default() },
+        AdamConfig {
+            lr: -1.0,
+            ..AdamConfig::default()
+        },
+        AdamConfig {
+            beta1: 1.0,
+            ..AdamConfig::default()
+        },
+        AdamConfig {
+            beta2: f64::NAN,
+            ..AdamConfig::default()
+        },
+        AdamConfig {
+            eps: 0.0,
+            ..AdamConfig::default()
+        },
+        AdamConfig {
+            clip_norm: Some(0.0),
+            ..AdamConfig::default()
+        },
+        AdamConfig {
+            weight_decay: Some(WeightDecay::Decoupled(-0.1)),
+            ..AdamConfig::default()
+        },
     ] {
-        assert!(matches!(Adam::new(cfg, &s), Err(Error::InvalidParameter { .. })));
+        assert!(matches!(
+            Adam::new(cfg, &s),
+            Err(Error::InvalidParameter { .. })
+        ));
     }
-    assert!(matches!(Ema::new(&s, 1.5), Err(Error::InvalidParameter { .. })));
+    assert!(matches!(
+        Ema::new(&s, 1.5),
+        Err(Error::InvalidParameter { .. })
+    ));
     let _ = ArrayD::<f64>::zeros(IxDyn(&[1]));
 }

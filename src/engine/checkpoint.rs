@@ -76,14 +76,15 @@ fn from_view<E: Element>(name: &str, t: &TensorView<'_>, shape: &[usize]) -> Res
             .collect(),
         Dtype::F64 => d
             .chunks_exact(8)
-            .map(|b| {
-                <E as Element>::from_f64(f64::from_le_bytes(b.try_into().expect("8 bytes")))
-            })
+            .map(|b| <E as Element>::from_f64(f64::from_le_bytes(b.try_into().expect("8 bytes"))))
             .collect(),
-        other => return Err(ck(format!("tensor `{name}` has dtype {other:?}, expected F32 or F64"))),
+        other => {
+            return Err(ck(format!(
+                "tensor `{name}` has dtype {other:?}, expected F32 or F64"
+            )))
+        }
     };
-    ArrayD::from_shape_vec(IxDyn(shape), v)
-        .map_err(|e| ck(format!("tensor `{name}`: {e}")))
+    ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| ck(format!("tensor `{name}`: {e}")))
 }
 
 /// The bytes of a checkpoint (what [`save`] writes).
@@ -131,7 +132,12 @@ pub fn to_safetensors<E: Element>(
         .iter()
         .zip(shapes)
         .zip(&data)
-        .map(|((n, s), d)| Ok((n.clone(), TensorView::new(dt, s, d).map_err(|e| ck(e.to_string()))?)))
+        .map(|((n, s), d)| {
+            Ok((
+                n.clone(),
+                TensorView::new(dt, s, d).map_err(|e| ck(e.to_string()))?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize(views, Some(meta)).map_err(|e| ck(format!("serialise: {e}")))
 }
@@ -184,11 +190,10 @@ pub fn load<E: Element>(
     ema: Option<&mut Ema<E>>,
 ) -> Result<BTreeMap<String, String>> {
     let bytes = fs::read(path)?;
-    from_safetensors(&bytes, store, optim, ema)
-        .map_err(|e| match e {
-            Error::Checkpoint(m) => ck(format!("{}: {m}", path.display())),
-            e => e,
-        })
+    from_safetensors(&bytes, store, optim, ema).map_err(|e| match e {
+        Error::Checkpoint(m) => ck(format!("{}: {m}", path.display())),
+        e => e,
+    })
 }
 
 /// [`load`] from bytes in memory.
@@ -198,10 +203,13 @@ pub fn from_safetensors<E: Element>(
     optim: Option<&mut Adam<E>>,
     ema: Option<&mut Ema<E>>,
 ) -> Result<BTreeMap<String, String>> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| ck(format!("not a valid safetensors file (truncated or corrupt?): {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| ck(format!("unreadable header: {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        ck(format!(
+            "not a valid safetensors file (truncated or corrupt?): {e}"
+        ))
+    })?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| ck(format!("unreadable header: {e}")))?;
     let meta: BTreeMap<String, String> = header
         .metadata()
         .clone()
@@ -210,11 +218,18 @@ pub fn from_safetensors<E: Element>(
         .collect();
     if let Some(f) = meta.get("format") {
         if f != FORMAT {
-            return Err(ck(format!("foreign file: format `{f}`, expected `{FORMAT}`")));
+            return Err(ck(format!(
+                "foreign file: format `{f}`, expected `{FORMAT}`"
+            )));
         }
-        let v = meta.get("format_version").map(String::as_str).unwrap_or("?");
+        let v = meta
+            .get("format_version")
+            .map(String::as_str)
+            .unwrap_or("?");
         if v != FORMAT_VERSION {
-            return Err(ck(format!("format version {v}, this build reads {FORMAT_VERSION}")));
+            return Err(ck(format!(
+                "format version {v}, this build reads {FORMAT_VERSION}"
+            )));
         }
     }
     // Every name the file may hold, and which of them are required.
@@ -225,7 +240,11 @@ pub fn from_safetensors<E: Element>(
             known.insert(format!("{p}{n}"));
         }
     }
-    let mut unexpected: Vec<&str> = st.names().into_iter().filter(|n| !known.contains(*n)).collect();
+    let mut unexpected: Vec<&str> = st
+        .names()
+        .into_iter()
+        .filter(|n| !known.contains(*n))
+        .collect();
     if !unexpected.is_empty() {
         unexpected.sort_unstable();
         let more = if unexpected.len() > 3 { ", ..." } else { "" };

@@ -5,15 +5,15 @@
 //! parameters as leaves with [`Graph::param`], run the forward pass with the graph's ops,
 //! call [`Graph::backward`] on the loss, and read gradients by [`ParamId`] from [`Grads`].
 
+#[cfg(feature = "checkpoint")]
+pub mod checkpoint;
 pub mod element;
 pub mod embedding;
 pub mod graph;
 pub mod kernels;
 pub mod nn;
-pub mod optim;
-#[cfg(feature = "checkpoint")]
-pub mod checkpoint;
 pub mod ops;
+pub mod optim;
 pub(crate) mod par;
 pub mod tensor;
 

@@ -58,7 +58,10 @@ impl AdamConfig {
     pub fn validate(&self) -> Result<()> {
         let pos = |x: f64| x > 0.0 && x.is_finite();
         if !pos(self.lr) {
-            return Err(Error::param("lr", format!("must be positive, got {}", self.lr)));
+            return Err(Error::param(
+                "lr",
+                format!("must be positive, got {}", self.lr),
+            ));
         }
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&b) {
@@ -66,16 +69,25 @@ impl AdamConfig {
             }
         }
         if !pos(self.eps) {
-            return Err(Error::param("eps", format!("must be positive, got {}", self.eps)));
+            return Err(Error::param(
+                "eps",
+                format!("must be positive, got {}", self.eps),
+            ));
         }
         if let Some(WeightDecay::L2(l) | WeightDecay::Decoupled(l)) = self.weight_decay {
             if !(l >= 0.0 && l.is_finite()) {
-                return Err(Error::param("weight_decay", format!("must be >= 0, got {l}")));
+                return Err(Error::param(
+                    "weight_decay",
+                    format!("must be >= 0, got {l}"),
+                ));
             }
         }
         if let Some(c) = self.clip_norm {
             if !pos(c) {
-                return Err(Error::param("clip_norm", format!("must be positive, got {c}")));
+                return Err(Error::param(
+                    "clip_norm",
+                    format!("must be positive, got {c}"),
+                ));
             }
         }
         Ok(())
@@ -110,7 +122,11 @@ pub fn clip_factor<E: Element>(
         }
     }
     let norm = ss.sqrt();
-    let c = if norm > max_norm { max_norm / norm } else { 1.0 };
+    let c = if norm > max_norm {
+        max_norm / norm
+    } else {
+        1.0
+    };
     (norm, c)
 }
 // ANCHOR_END: clip
@@ -142,7 +158,12 @@ impl<E: Element> Adam<E> {
     /// Zero moments shaped like every parameter of `store`.
     pub fn new(config: AdamConfig, store: &ParamStore<E>) -> Result<Self> {
         config.validate()?;
-        let zeros = || store.iter().map(|(_, _, a)| ArrayD::zeros(a.raw_dim())).collect();
+        let zeros = || {
+            store
+                .iter()
+                .map(|(_, _, a)| ArrayD::zeros(a.raw_dim()))
+                .collect()
+        };
         Ok(Adam {
             config,
             step: 0,
@@ -203,7 +224,11 @@ impl<E: Element> Adam<E> {
             let Some(g) = grads.param(id) else { continue };
             let theta = store.get_mut(id);
             if g.shape() != theta.shape() {
-                return Err(Error::Shape(format!("gradient {:?} for parameter {:?}", g.shape(), theta.shape())));
+                return Err(Error::Shape(format!(
+                    "gradient {:?} for parameter {:?}",
+                    g.shape(),
+                    theta.shape()
+                )));
             }
             Zip::from(theta)
                 .and(&mut self.m[id.0])
@@ -243,7 +268,10 @@ impl<E: Element> Ema<E> {
     /// A shadow copy of every parameter of `store`.
     pub fn new(store: &ParamStore<E>, decay: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&decay) {
-            return Err(Error::param("decay", format!("must be in [0, 1], got {decay}")));
+            return Err(Error::param(
+                "decay",
+                format!("must be in [0, 1], got {decay}"),
+            ));
         }
         Ok(Ema {
             decay,
@@ -259,9 +287,11 @@ impl<E: Element> Ema<E> {
         }
         let m = self.decay;
         for (id, _, theta) in store.iter() {
-            Zip::from(&mut self.shadow[id.0]).and(theta).for_each(|s, &th| {
-                *s = <E as Element>::from_f64(m * s.to_f64() + (1.0 - m) * th.to_f64());
-            });
+            Zip::from(&mut self.shadow[id.0])
+                .and(theta)
+                .for_each(|s, &th| {
+                    *s = <E as Element>::from_f64(m * s.to_f64() + (1.0 - m) * th.to_f64());
+                });
         }
         Ok(())
     }

@@ -88,7 +88,14 @@ impl ResBlock {
         let norm2 = GroupNorm::new(store, &join(prefix, "norm2"), groups, cout, GN_EPS)?;
         let conv2 = Conv2d::conv3(store, &join(prefix, "conv2"), cout, cout, ZERO_SCALE, rng)?;
         let skip = if cin != cout {
-            Some(Conv2d::nin(store, &join(prefix, "skip"), cin, cout, 1.0, rng)?)
+            Some(Conv2d::nin(
+                store,
+                &join(prefix, "skip"),
+                cin,
+                cout,
+                1.0,
+                rng,
+            )?)
         } else {
             None
         };
@@ -174,7 +181,10 @@ impl AttnBlock {
         h: &Tensor<E>,
     ) -> Result<Tensor<E>> {
         let &[b, c, hh, ww] = h.shape() else {
-            return Err(Error::Shape(format!("AttnBlock needs NCHW, got {:?}", h.shape())));
+            return Err(Error::Shape(format!(
+                "AttnBlock needs NCHW, got {:?}",
+                h.shape()
+            )));
         };
         let n = self.norm.forward(g, store, h)?;
         // [B, C, H, W] -> [B, HW, C] (tokens as rows).

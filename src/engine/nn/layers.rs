@@ -35,7 +35,13 @@ impl Linear {
         if in_features == 0 || out_features == 0 {
             return Err(Error::param("features", "Linear widths must be positive"));
         }
-        let w = fan_avg_uniform(&[out_features, in_features], in_features, out_features, scale, rng)?;
+        let w = fan_avg_uniform(
+            &[out_features, in_features],
+            in_features,
+            out_features,
+            scale,
+            rng,
+        )?;
         let weight = store.add(join(prefix, "weight"), w)?;
         let bias = store.add(join(prefix, "bias"), ArrayD::zeros(IxDyn(&[out_features])))?;
         Ok(Linear {

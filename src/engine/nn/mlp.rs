@@ -56,7 +56,11 @@ pub struct MlpScoreNet {
 
 impl MlpScoreNet {
     /// Adds the parameters to `store`, fan-avg uniform (scale 1) weights from `seed`, zero biases.
-    pub fn new<E: Element>(store: &mut ParamStore<E>, config: MlpConfig, seed: u64) -> Result<Self> {
+    pub fn new<E: Element>(
+        store: &mut ParamStore<E>,
+        config: MlpConfig,
+        seed: u64,
+    ) -> Result<Self> {
         if config.data_dim == 0 || config.width == 0 || config.hidden == 0 {
             return Err(Error::param("config", format!("{config:?}")));
         }
@@ -70,8 +74,19 @@ impl MlpScoreNet {
         let mut layers = Vec::new();
         let mut fan_in = config.data_dim + config.emb_dim;
         for i in 0..=config.hidden {
-            let out = if i == config.hidden { config.data_dim } else { config.width };
-            layers.push(Linear::new(store, &format!("l{}", i + 1), fan_in, out, 1.0, &mut r)?);
+            let out = if i == config.hidden {
+                config.data_dim
+            } else {
+                config.width
+            };
+            layers.push(Linear::new(
+                store,
+                &format!("l{}", i + 1),
+                fan_in,
+                out,
+                1.0,
+                &mut r,
+            )?);
             fan_in = out;
         }
         Ok(MlpScoreNet { config, layers })

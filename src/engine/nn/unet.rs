@@ -57,7 +57,12 @@ impl Default for UNetConfig {
 impl UNetConfig {
     /// The configuration as a JSON object (for checkpoint metadata).
     pub fn to_json(&self) -> String {
-        let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        let list = |v: &[usize]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         format!(
             "{{\"model\":\"unet\",\"in_channels\":{},\"resolution\":{},\"base_channels\":{},\"channel_mult\":[{}],\"num_res_blocks\":{},\"attn_resolutions\":[{}],\"groups\":{},\"temb_in\":{},\"temb_dim\":{},\"num_classes\":{}}}",
             self.in_channels,
@@ -117,17 +122,27 @@ pub struct UNet {
 impl UNet {
     /// Builds the network, adding its parameters to `store` in the PyTorch module's order,
     /// initialised as in the DDPM reference from `seed`.
-    pub fn new<E: Element>(store: &mut ParamStore<E>, config: UNetConfig, seed: u64) -> Result<Self> {
+    pub fn new<E: Element>(
+        store: &mut ParamStore<E>,
+        config: UNetConfig,
+        seed: u64,
+    ) -> Result<Self> {
         let c = &config;
-        if c.in_channels == 0 || c.base_channels == 0 || c.channel_mult.is_empty() || c.groups == 0 {
+        if c.in_channels == 0 || c.base_channels == 0 || c.channel_mult.is_empty() || c.groups == 0
+        {
             return Err(Error::param("config", format!("{c:?}")));
         }
-        if c.channel_mult.iter().any(|&m| m == 0 || (c.base_channels * m) % c.groups != 0)
+        if c.channel_mult
+            .iter()
+            .any(|&m| m == 0 || (c.base_channels * m) % c.groups != 0)
             || c.base_channels % c.groups != 0
         {
             return Err(Error::param(
                 "groups",
-                format!("every level's channel count must be a multiple of {}", c.groups),
+                format!(
+                    "every level's channel count must be a multiple of {}",
+                    c.groups
+                ),
             ));
         }
         let levels = c.channel_mult.len();
@@ -238,7 +253,12 @@ impl UNet {
         labels: Option<&[usize]>,
     ) -> Result<Tensor<E>> {
         let c = &self.config;
-        let want = [x.shape().first().copied().unwrap_or(0), c.in_channels, c.resolution, c.resolution];
+        let want = [
+            x.shape().first().copied().unwrap_or(0),
+            c.in_channels,
+            c.resolution,
+            c.resolution,
+        ];
         if x.shape() != want || t.len() != want[0] {
             return Err(Error::Shape(format!(
                 "UNet: x {:?} with {} times, expected [B, {}, {}, {}]",
@@ -253,7 +273,10 @@ impl UNet {
         match (self.label_emb, labels, c.num_classes) {
             (Some(id), Some(y), Some(k)) => {
                 if y.len() != t.len() || y.iter().any(|&l| l >= k) {
-                    return Err(Error::param("labels", format!("need {} labels < {k}", t.len())));
+                    return Err(Error::param(
+                        "labels",
+                        format!("need {} labels < {k}", t.len()),
+                    ));
                 }
                 // Embedding lookup as a one-hot matrix product (gradient flows to the rows used).
                 let mut oh = ArrayD::<E>::zeros(IxDyn(&[y.len(), k]));
@@ -265,7 +288,12 @@ impl UNet {
                 temb = g.add(&temb, &le)?;
             }
             (None, None, _) => {}
-            (Some(_), None, _) => return Err(Error::param("labels", "class-conditional UNet needs labels")),
+            (Some(_), None, _) => {
+                return Err(Error::param(
+                    "labels",
+                    "class-conditional UNet needs labels",
+                ))
+            }
             _ => return Err(Error::param("labels", "unconditional UNet takes no labels")),
         }
         let mut hs = vec![self.conv_in.forward(g, store, x)?];
