@@ -14,6 +14,7 @@
 //! 5. samplers: [`sampler`].
 
 pub mod chain;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod gaussian;
