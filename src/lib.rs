@@ -29,5 +29,6 @@ pub mod schedule;
 pub mod score;
 pub mod sde;
 pub mod stats;
+pub mod train;
 
 pub use error::{Error, Result};
