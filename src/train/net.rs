@@ -161,3 +161,65 @@ impl ScoreModel for NetScore {
             .unwrap_or_else(|_| Array2::from_elem((x.nrows(), self.dim()), f64::NAN))
     }
 }
+
+/// The value of `"key":` in a flat JSON object written by this crate (numbers, strings,
+/// `null`, or a list of numbers), as raw text.
+pub fn json_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":");
+    let start = json.find(&pat)? + pat.len();
+    let rest = &json[start..];
+    let end = if rest.starts_with('[') {
+        rest.find(']')? + 1
+    } else {
+        rest.find([',', '}'])?
+    };
+    Some(rest[..end].trim().trim_matches('"'))
+}
+
+impl ModelSpec {
+    /// Reads the JSON of [`ModelSpec::to_json`] back.
+    pub fn from_json(json: &str) -> Result<ModelSpec> {
+        let bad =
+            |k: &str| Error::Checkpoint(format!("model config: missing or bad `{k}` in {json}"));
+        let num = |k: &str| -> Result<usize> {
+            json_field(json, k)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad(k))
+        };
+        let list = |k: &str| -> Result<Vec<usize>> {
+            let v = json_field(json, k).ok_or_else(|| bad(k))?;
+            v.trim_matches(['[', ']'])
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse().map_err(|_| bad(k)))
+                .collect()
+        };
+        match json_field(json, "model") {
+            Some("mlp") => Ok(ModelSpec::Mlp(MlpConfig {
+                data_dim: num("data_dim")?,
+                width: num("width")?,
+                hidden: num("hidden")?,
+                emb_dim: num("emb_dim")?,
+                time_scale: json_field(json, "time_scale")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad("time_scale"))?,
+            })),
+            Some("unet") => Ok(ModelSpec::UNet(UNetConfig {
+                in_channels: num("in_channels")?,
+                resolution: num("resolution")?,
+                base_channels: num("base_channels")?,
+                channel_mult: list("channel_mult")?,
+                num_res_blocks: num("num_res_blocks")?,
+                attn_resolutions: list("attn_resolutions")?,
+                groups: num("groups")?,
+                temb_in: num("temb_in")?,
+                temb_dim: num("temb_dim")?,
+                num_classes: match json_field(json, "num_classes") {
+                    Some("null") | None => None,
+                    Some(v) => Some(v.parse().map_err(|_| bad("num_classes"))?),
+                },
+            })),
+            _ => Err(bad("model")),
+        }
+    }
+}
