@@ -187,6 +187,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     let big = !is_toy && model.data_dim() > 64;
     let config = TrainConfig {
+        data: name.clone(),
         model,
         sde: match a.sde {
             SdeArg::Vp => SdeKind::Vp,
@@ -442,24 +443,14 @@ pub fn sample(
     let score = NetScore::new(net, params);
     let png =
         out.unwrap_or_else(|| checkpoint_path.with_file_name(format!("samples-seed{seed}.png")));
-    let source = match (&spec, json_field(&train_json, "model")) {
-        (ModelSpec::Mlp(_), _) => Source::Toy(Toy::Ring8),
+    // A 2-D model trained on a toy is plotted over its density and tested against exact draws.
+    let source = match json_field(&train_json, "data").map(Toy::from_name) {
+        Some(Ok(t)) if spec.data_dim() == 2 => Source::Toy(t),
         _ => Source::Data(Dataset::new(
             Array2::zeros((1, spec.data_dim())),
             None,
             None,
         )?),
-    };
-    // A 2-D checkpoint is plotted over the ring density only when it was trained on it; the
-    // run directory's config.json says which data it was.
-    let source = match source {
-        Source::Toy(_) => {
-            let cfg = std::fs::read_to_string(checkpoint_path.with_file_name("config.json"))
-                .unwrap_or_default();
-            let _ = cfg;
-            Source::Data(Dataset::new(Array2::zeros((1, 2)), None, None)?)
-        }
-        s => s,
     };
     write_samples(
         &source,

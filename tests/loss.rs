@@ -170,8 +170,7 @@ fn ncsn_loss_equals_lambda_weighted_level_average() {
     .unwrap();
     let out = normal(3, l, d);
     let mut want = 0.0;
-    for i in 0..l {
-        let s = sigmas[i];
+    for (i, &s) in sigmas.iter().enumerate() {
         let model = &out.row(i) / s;
         let r = &model + &((&b.xt.row(i) - &x0.row(i)) / (s * s));
         want += s * s * 0.5 * sq(r.view());

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 fn tiny(steps: u64) -> TrainConfig {
     TrainConfig {
+        data: "ring8".into(),
         model: ModelSpec::Mlp(MlpConfig {
             data_dim: 2,
             width: 16,

@@ -44,6 +44,9 @@ impl SdeKind {
 /// bits; `steps` may grow when resuming.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
+    /// The data's name (`digits`, `ring8`, `mnist`, ...), recorded for `sample` and the
+    /// run directory.
+    pub data: String,
     /// The network.
     pub model: ModelSpec,
     /// The forward SDE.
@@ -95,7 +98,7 @@ impl TrainConfig {
         if self.checkpoint_every == 0 {
             return Err(Error::param("checkpoint_every", "must be at least 1"));
         }
-        if !(self.max_loss > 0.0) {
+        if self.max_loss.is_nan() || self.max_loss <= 0.0 {
             return Err(Error::param("max_loss", "must be positive"));
         }
         if !(self.ve_sigma_max > 0.01 && self.ve_sigma_max.is_finite()) {
@@ -108,7 +111,8 @@ impl TrainConfig {
     pub fn identity_json(&self) -> String {
         let a = &self.adam;
         format!(
-            "{{\"model\":{},\"sde\":\"{}\",\"ve_sigma_max\":{:?},\"weighting\":\"{}\",\"lr\":{:?},\"beta1\":{:?},\"beta2\":{:?},\"eps\":{:?},\"warmup\":{},\"clip_norm\":{},\"ema_decay\":{:?},\"batch\":{},\"seed\":{},\"t_eps\":{:?},\"checkpoint_every\":{},\"max_loss\":{:?}}}",
+            "{{\"data\":\"{}\",\"model\":{},\"sde\":\"{}\",\"ve_sigma_max\":{:?},\"weighting\":\"{}\",\"lr\":{:?},\"beta1\":{:?},\"beta2\":{:?},\"eps\":{:?},\"warmup\":{},\"clip_norm\":{},\"ema_decay\":{:?},\"batch\":{},\"seed\":{},\"t_eps\":{:?},\"checkpoint_every\":{},\"max_loss\":{:?}}}",
+            self.data,
             self.model.to_json(),
             self.sde.name(),
             self.ve_sigma_max,

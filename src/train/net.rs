@@ -45,8 +45,8 @@ impl ModelSpec {
 pub enum Net {
     /// MLP.
     Mlp(MlpScoreNet),
-    /// U-Net.
-    UNet(UNet),
+    /// U-Net (boxed: it is much larger than the MLP).
+    UNet(Box<UNet>),
 }
 
 impl Net {
@@ -54,7 +54,7 @@ impl Net {
     pub fn new(spec: &ModelSpec, store: &mut ParamStore<f32>, seed: u64) -> Result<Net> {
         Ok(match spec {
             ModelSpec::Mlp(c) => Net::Mlp(MlpScoreNet::new(store, c.clone(), seed)?),
-            ModelSpec::UNet(c) => Net::UNet(UNet::new(store, c.clone(), seed)?),
+            ModelSpec::UNet(c) => Net::UNet(Box::new(UNet::new(store, c.clone(), seed)?)),
         })
     }
 
