@@ -14,10 +14,12 @@
 //! 5. samplers: [`sampler`].
 
 pub mod chain;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod gaussian;
 pub mod likelihood;
+pub mod loss;
 pub mod ncsn;
 #[cfg(feature = "plot")]
 pub mod plot;
@@ -27,5 +29,6 @@ pub mod schedule;
 pub mod score;
 pub mod sde;
 pub mod stats;
+pub mod train;
 
 pub use error::{Error, Result};

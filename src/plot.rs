@@ -169,3 +169,104 @@ pub fn image_grid(path: &Path, images: &[Vec<f64>], h: usize, w: usize, cols: us
     }
     write_png(path, gw, gh, png::ColorType::Grayscale, &buf)
 }
+
+/// Draws a line plot of `(x, y)` points (a training-loss curve) as a PNG of `w × h` pixels:
+/// the raw values in light grey, a running mean over `smooth` points in dark blue, grid lines at
+/// every power of ten of `y` when `log_y` (else at quarters), and a frame. No text: the axis
+/// ranges are the caller's to print.
+pub fn line_plot(
+    path: &Path,
+    points: &[(f64, f64)],
+    log_y: bool,
+    smooth: usize,
+    w: usize,
+    h: usize,
+) -> Result<()> {
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_y || *y > 0.0))
+        .map(|(x, y)| (x, if log_y { y.log10() } else { y }))
+        .collect();
+    if pts.len() < 2 || w < 16 || h < 16 {
+        return Err(Error::param(
+            "points",
+            "need at least two finite points and 16 pixels",
+        ));
+    }
+    let (x0, x1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+    let (mut y0, mut y1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    if y1 - y0 < 1e-12 {
+        y0 -= 0.5;
+        y1 += 0.5;
+    }
+    let xspan = (x1 - x0).max(1e-12);
+    let m = 8.0;
+    let px = |x: f64| m + (x - x0) / xspan * (w as f64 - 2.0 * m);
+    let py = |y: f64| h as f64 - m - (y - y0) / (y1 - y0) * (h as f64 - 2.0 * m);
+    let mut c = Canvas::new(w, h);
+    let grid = [225, 225, 225];
+    let ticks: Vec<f64> = if log_y {
+        (y0.floor() as i64..=y1.ceil() as i64)
+            .map(|k| k as f64)
+            .collect()
+    } else {
+        (0..=4).map(|k| y0 + (y1 - y0) * k as f64 / 4.0).collect()
+    };
+    for t in ticks.into_iter().filter(|t| *t >= y0 && *t <= y1) {
+        let y = py(t).round() as i64;
+        for x in 0..w as i64 {
+            c.put(x, y, grid);
+        }
+    }
+    let line = |c: &mut Canvas, a: (f64, f64), b: (f64, f64), col: [u8; 3]| {
+        let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
+        for i in 0..=n {
+            let s = i as f64 / n as f64;
+            c.put(
+                (a.0 + s * (b.0 - a.0)).round() as i64,
+                (a.1 + s * (b.1 - a.1)).round() as i64,
+                col,
+            );
+        }
+    };
+    for p in pts.windows(2) {
+        line(
+            &mut c,
+            (px(p[0].0), py(p[0].1)),
+            (px(p[1].0), py(p[1].1)),
+            [190, 190, 190],
+        );
+    }
+    let k = smooth.max(1);
+    let mut acc = 0.0;
+    let mut sm = Vec::with_capacity(pts.len());
+    for (i, p) in pts.iter().enumerate() {
+        acc += p.1;
+        if i >= k {
+            acc -= pts[i - k].1;
+        }
+        sm.push((p.0, acc / (i + 1).min(k) as f64));
+    }
+    for p in sm.windows(2) {
+        line(
+            &mut c,
+            (px(p[0].0), py(p[0].1)),
+            (px(p[1].0), py(p[1].1)),
+            [30, 60, 160],
+        );
+    }
+    for x in 0..w as i64 {
+        c.put(x, 0, [0, 0, 0]);
+        c.put(x, h as i64 - 1, [0, 0, 0]);
+    }
+    for y in 0..h as i64 {
+        c.put(0, y, [0, 0, 0]);
+        c.put(w as i64 - 1, y, [0, 0, 0]);
+    }
+    c.save_png(path)
+}

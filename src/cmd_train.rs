@@ -1,0 +1,465 @@
+//! The `train` and `sample` commands.
+
+use clap::{Args, ValueEnum};
+use ndarray::{Array2, Axis};
+use scoresde::data::idx::{self, Split};
+use scoresde::data::{digits, Dataset, Toy};
+use scoresde::engine::checkpoint;
+use scoresde::engine::nn::{MlpConfig, UNetConfig};
+use scoresde::engine::optim::AdamConfig;
+use scoresde::engine::ParamStore;
+use scoresde::loss::Weighting;
+use scoresde::plot::{image_grid, line_plot, scatter_over_density, View};
+use scoresde::rng::seeded;
+use scoresde::train::net::json_field;
+use scoresde::train::sample::reverse_diffusion;
+use scoresde::train::{ModelSpec, Net, NetScore, RunDir, SdeKind, Source, TrainConfig, Trainer};
+use scoresde::{stats, Error, Result};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SdeArg {
+    /// Variance preserving (beta 0.1 .. 20).
+    Vp,
+    /// Sub-VP (same beta; smaller variance, often better likelihoods).
+    Subvp,
+    /// Variance exploding (sigma 0.01 .. --ve-sigma-max).
+    Ve,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum WeightArg {
+    /// lambda(t) = sigma(t)^2, the documents' choice: every t contributes equally.
+    Sigma2,
+    /// lambda(t) = g(t)^2: the loss bounds the negative log-likelihood.
+    Likelihood,
+}
+
+/// Options of `scoresde train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The data: `digits` (built-in UCI 8x8 digits, 1,797 images), a 2-D toy (`ring8`,
+    /// `grid`, `lopsided`: Gaussian mixtures with exact density; `moons`, `swissroll`, `rings`,
+    /// `checkerboard`), `mnist:DIR` (IDX files, raw or .gz) or `fashion` (Debian's
+    /// /usr/share/datasets/fashion-mnist).
+    #[arg(long, default_value = "digits")]
+    data: String,
+    /// Optimiser steps [default: 3000 for toys, 2500 for digits, 20000 for 28x28].
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Batch size [default: 256 for toys, 32 for images].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Peak learning rate of Adam [default: 5e-3 for toys, 1e-3 for images].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Linear learning-rate warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// Clip the global gradient norm to this value.
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    /// EMA decay of the parameters used for sampling [default: 0.99 for toys, 0.999 for images].
+    #[arg(long)]
+    ema: Option<f64>,
+    /// The forward SDE.
+    #[arg(long, value_enum, default_value_t = SdeArg::Vp)]
+    sde: SdeArg,
+    /// sigma_max of the VE SDE (about the largest distance between data points).
+    #[arg(long, default_value_t = 5.0)]
+    ve_sigma_max: f64,
+    /// The DSM weighting lambda(t).
+    #[arg(long, value_enum, default_value_t = WeightArg::Sigma2)]
+    weighting: WeightArg,
+    /// MLP width (2-D data).
+    #[arg(long, default_value_t = 128)]
+    width: usize,
+    /// U-Net base channels (images).
+    #[arg(long, default_value_t = 32)]
+    base: usize,
+    /// Seed of initialisation, batches and noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: u64,
+    /// Samples drawn at the end.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Reverse-diffusion steps for the final samples [default: 1000 for toys, 500 for images].
+    #[arg(long)]
+    sample_steps: Option<usize>,
+    /// Run directory [default: runs/<data>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint up to --steps (bit-identical to an
+    /// uninterrupted run with the same options).
+    #[arg(long)]
+    resume: bool,
+}
+
+enum Data {
+    Toy(Toy),
+    Images(Dataset, &'static str),
+}
+
+fn load_data(spec: &str) -> Result<Data> {
+    if spec == "digits" {
+        return Ok(Data::Images(digits::load()?, "digits"));
+    }
+    if let Some(dir) = spec.strip_prefix("mnist:") {
+        return Ok(Data::Images(
+            idx::load_mnist_dir(Path::new(dir), Split::Train)?,
+            "mnist",
+        ));
+    }
+    if spec == "fashion" {
+        return Ok(Data::Images(
+            idx::load_mnist_dir(Path::new(idx::FASHION_MNIST_DIR), Split::Train).map_err(|e| {
+                Error::Data(format!(
+                    "{e} (install Debian's dataset-fashion-mnist or use mnist:DIR)"
+                ))
+            })?,
+            "fashion",
+        ));
+    }
+    Toy::from_name(spec).map(Data::Toy).map_err(|_| {
+        Error::param(
+            "data",
+            format!("`{spec}` is not digits, mnist:DIR, fashion or a toy (ring8, grid, lopsided, moons, swissroll, rings, checkerboard)"),
+        )
+    })
+}
+
+fn unet_for(res: usize, base: usize) -> UNetConfig {
+    if res == 8 {
+        UNetConfig {
+            in_channels: 1,
+            resolution: 8,
+            base_channels: base,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attn_resolutions: vec![],
+            groups: 8,
+            temb_in: 32,
+            temb_dim: 4 * base,
+            num_classes: None,
+        }
+    } else {
+        UNetConfig {
+            resolution: res,
+            base_channels: base,
+            ..Default::default()
+        }
+    }
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let data = load_data(&a.data)?;
+    let is_toy = matches!(data, Data::Toy(_));
+    let (model, source, name) = match data {
+        Data::Toy(t) => (
+            ModelSpec::Mlp(MlpConfig {
+                width: a.width,
+                ..Default::default()
+            }),
+            Source::Toy(t),
+            t.name().to_string(),
+        ),
+        Data::Images(d, name) => {
+            let shape = d
+                .image
+                .ok_or_else(|| Error::Data("images without a shape".into()))?;
+            if shape.height != shape.width || shape.channels != 1 {
+                return Err(Error::Data(format!(
+                    "need square 1-channel images, got {shape:?}"
+                )));
+            }
+            // Hold out 10% (seeded) for evaluation; train on the rest.
+            let (train, _held_out) = d.split(0.1, 1234)?;
+            (
+                ModelSpec::UNet(unet_for(shape.height, a.base)),
+                Source::Data(train),
+                name.to_string(),
+            )
+        }
+    };
+    let big = !is_toy && model.data_dim() > 64;
+    let config = TrainConfig {
+        data: name.clone(),
+        model,
+        sde: match a.sde {
+            SdeArg::Vp => SdeKind::Vp,
+            SdeArg::Subvp => SdeKind::SubVp,
+            SdeArg::Ve => SdeKind::Ve,
+        },
+        ve_sigma_max: a.ve_sigma_max,
+        weighting: match a.weighting {
+            WeightArg::Sigma2 => Weighting::SigmaSquared,
+            WeightArg::Likelihood => Weighting::Likelihood,
+        },
+        adam: AdamConfig {
+            lr: a.lr.unwrap_or(if is_toy { 5e-3 } else { 1e-3 }),
+            warmup: a.warmup,
+            clip_norm: Some(a.clip),
+            ..Default::default()
+        },
+        ema_decay: a.ema.unwrap_or(if is_toy { 0.99 } else { 0.999 }),
+        batch: a.batch.unwrap_or(if is_toy { 256 } else { 32 }),
+        steps: a.steps.unwrap_or(if is_toy {
+            3000
+        } else if big {
+            20000
+        } else {
+            2500
+        }),
+        seed: a.seed,
+        t_eps: 1e-3,
+        checkpoint_every: a.checkpoint_every,
+        max_loss: 1e4,
+    };
+    let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let mut trainer = Trainer::new(config)?;
+    let resume_step = if a.resume {
+        let ck = out.join("checkpoint.safetensors");
+        trainer.resume(&ck)?;
+        eprintln!("resuming {} at step {}", ck.display(), trainer.step_count());
+        Some(trainer.step_count())
+    } else {
+        None
+    };
+    let run = RunDir::open(&out, &trainer.config.to_json(), resume_step)?;
+    let n_params: usize = trainer.store.num_elements();
+    eprintln!(
+        "training {} ({n_params} parameters) on {name}: {} steps, batch {}, {} SDE -> {}",
+        trainer.config.model.to_json(),
+        trainer.config.steps,
+        trainer.config.batch,
+        trainer.config.sde.name(),
+        out.display()
+    );
+    let started = std::time::Instant::now();
+    let first = trainer.step_count();
+    let total = trainer.config.steps;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_position(first);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+            )
+            .expect("template"),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let mut smooth = f64::NAN;
+    let every = (total / 20).max(1);
+    let result = trainer.train(&source, Some(&run), &mut |r| {
+        smooth = if smooth.is_nan() { r.loss } else { 0.98 * smooth + 0.02 * r.loss };
+        let rate = (r.step - first) as f64 / r.elapsed.max(1e-9);
+        let eta = (r.steps - r.step) as f64 / rate.max(1e-9);
+        match &bar {
+            Some(b) => {
+                b.set_position(r.step);
+                if r.step % 10 == 0 {
+                    b.set_message(format!("loss {smooth:.4} | {rate:.0} steps/s"));
+                }
+            }
+            None => {
+                if r.step % every == 0 || r.step == r.steps {
+                    eprintln!(
+                        "step {:>6}/{} loss {smooth:.4} (this batch {:.4}) | {rate:.1} steps/s | ETA {eta:.0} s",
+                        r.step, r.steps, r.loss
+                    );
+                }
+            }
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    // Plot the loss curve whatever happened: it shows a divergence too.
+    let hist = run.loss_history()?;
+    if hist.len() >= 2 {
+        line_plot(&out.join("loss.png"), &hist, true, 50, 640, 360)?;
+    }
+    result?;
+    let train_time = started.elapsed();
+    println!(
+        "trained {} steps in {:.1?} ({:.1} steps/s); final smoothed loss {smooth:.4}",
+        total - first,
+        train_time,
+        (total - first) as f64 / train_time.as_secs_f64()
+    );
+    println!(
+        "wrote {} and {}",
+        run.checkpoint_path().display(),
+        out.join("loss.png").display()
+    );
+    let score = trainer.score_model()?;
+    let n = a.samples.unwrap_or(if is_toy { 1000 } else { 64 });
+    write_samples(
+        &source,
+        trainer.sde(),
+        &score,
+        n,
+        a.sample_steps.unwrap_or(if is_toy { 1000 } else { 500 }),
+        trainer.config.seed,
+        &out.join("samples.png"),
+        None,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_samples(
+    source: &Source,
+    sde: &dyn scoresde::sde::Sde,
+    score: &NetScore,
+    n: usize,
+    steps: usize,
+    seed: u64,
+    png: &Path,
+    raw: Option<&Path>,
+) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let x = reverse_diffusion(sde, score, n, steps, seed ^ 0x5a5a)?;
+    println!(
+        "sampled {n} points with {steps} reverse-diffusion steps in {:.1?}",
+        t0.elapsed()
+    );
+    if let Some(p) = raw {
+        let mut s = String::new();
+        for r in x.rows() {
+            s.push_str(
+                &r.iter()
+                    .map(|v| format!("{v:.6}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            s.push('\n');
+        }
+        std::fs::write(p, s)?;
+        println!("wrote {}", p.display());
+    }
+    if x.ncols() == 2 {
+        let mixture = match source {
+            Source::Toy(t) => t.mixture(),
+            _ => None,
+        };
+        let pts: Vec<[f64; 2]> = x.axis_iter(Axis(0)).map(|r| [r[0], r[1]]).collect();
+        let dens = |a: f64, b: f64| match &mixture {
+            Some(m) => m
+                .log_density(ndarray::arr1(&[a, b]).view())
+                .map(f64::exp)
+                .unwrap_or(0.0),
+            None => 0.0,
+        };
+        scatter_over_density(png, &pts, dens, View { lo: -3.5, hi: 3.5 }, 512)?;
+        if let Source::Toy(t) = source {
+            let exact = t.sample(n, &mut seeded(seed ^ 0xe4ac7));
+            let m = n.min(1000);
+            let test = stats::energy_test(
+                x.slice(ndarray::s![..m, ..]),
+                exact.slice(ndarray::s![..m, ..]),
+                199,
+                seed,
+            )?;
+            println!(
+                "energy two-sample test vs {m} exact draws of {}: statistic {:.4}, p-value {:.3} ({})",
+                t.name(),
+                test.statistic,
+                test.p_value,
+                if test.rejects(0.01) { "REJECTED at 1%" } else { "not rejected at 1%" }
+            );
+        }
+    } else {
+        let side = (x.ncols() as f64).sqrt().round() as usize;
+        let images: Vec<Vec<f64>> = x
+            .rows()
+            .into_iter()
+            .map(|r| r.iter().map(|v| v.clamp(-1.0, 1.0)).collect())
+            .collect();
+        let cols = (n as f64).sqrt().ceil() as usize;
+        image_grid(png, &images, side, side, cols)?;
+    }
+    println!("wrote {}", png.display());
+    Ok(())
+}
+
+pub fn sample(
+    checkpoint_path: &Path,
+    n: usize,
+    steps: usize,
+    seed: u64,
+    out: Option<PathBuf>,
+    raw: Option<PathBuf>,
+) -> Result<()> {
+    if n == 0 {
+        return Err(Error::param("samples", "need at least 1"));
+    }
+    let bytes = std::fs::read(checkpoint_path)
+        .map_err(|e| Error::Checkpoint(format!("{}: {e}", checkpoint_path.display())))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        Error::Checkpoint(format!(
+            "{}: not a checkpoint: {e}",
+            checkpoint_path.display()
+        ))
+    })?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let model_json = meta.get("model_config").ok_or_else(|| {
+        Error::Checkpoint(format!("{}: no model_config", checkpoint_path.display()))
+    })?;
+    let train_json = meta.get("train_config").cloned().unwrap_or_default();
+    let spec = ModelSpec::from_json(model_json)?;
+    let sde_kind = match json_field(&train_json, "sde") {
+        Some("subvp") => SdeKind::SubVp,
+        Some("ve") => SdeKind::Ve,
+        _ => SdeKind::Vp,
+    };
+    let ve_max = json_field(&train_json, "ve_sigma_max")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let sde = sde_kind.build(ve_max)?;
+    let mut store = ParamStore::<f32>::new();
+    let net = Net::new(&spec, &mut store, 0)?;
+    // Sample with the EMA parameters when the file has them.
+    let mut ema = scoresde::engine::optim::Ema::new(&store, 0.0)?;
+    let has_ema = meta.contains_key("ema.decay");
+    checkpoint::from_safetensors(
+        &bytes,
+        &mut store,
+        None,
+        if has_ema { Some(&mut ema) } else { None },
+    )
+    .map_err(|e| Error::Checkpoint(format!("{}: {e}", checkpoint_path.display())))?;
+    let params = if has_ema {
+        ema.averaged(&store)?
+    } else {
+        store
+    };
+    let score = NetScore::new(net, params);
+    let png =
+        out.unwrap_or_else(|| checkpoint_path.with_file_name(format!("samples-seed{seed}.png")));
+    // A 2-D model trained on a toy is plotted over its density and tested against exact draws.
+    let source = match json_field(&train_json, "data").map(Toy::from_name) {
+        Some(Ok(t)) if spec.data_dim() == 2 => Source::Toy(t),
+        _ => Source::Data(Dataset::new(
+            Array2::zeros((1, spec.data_dim())),
+            None,
+            None,
+        )?),
+    };
+    write_samples(
+        &source,
+        sde.as_ref(),
+        &score,
+        n,
+        steps,
+        seed,
+        &png,
+        raw.as_deref(),
+    )
+}
