@@ -36,6 +36,20 @@ pub enum FinalAlpha {
     First,
 }
 
+/// Where a DDIM step from a scheduled timestep lands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrevRule {
+    /// The next timestep of the sequence (the final level after the last): the sampler visits
+    /// exactly the scheduled levels (ours, the default).
+    #[default]
+    NextInSequence,
+    /// `k - floor(T/S)` whatever the spacing (the final level when negative), as diffusers'
+    /// `DDIMScheduler.step` does. For `Linspace`, or `Trailing` when `S` does not divide `T`,
+    /// this is not the next scheduled timestep: the step lands on one level and the next step
+    /// starts from another (book: peers chapter).
+    FixedStride,
+}
+
 // ANCHOR: timesteps
 /// The `steps` timesteps (0-based, descending) chosen among `train_steps` by `spacing`.
 /// Errors: `steps = 0` or `steps > train_steps`.
@@ -213,6 +227,7 @@ pub struct Ddim {
     final_alpha: FinalAlpha,
     eta: f64,
     clip: Option<f64>,
+    prev_rule: PrevRule,
 }
 
 impl Ddim {
@@ -259,7 +274,15 @@ impl Ddim {
             final_alpha,
             eta,
             clip: None,
+            prev_rule: PrevRule::NextInSequence,
         })
+    }
+
+    /// Chooses where each step lands (default [`PrevRule::NextInSequence`]). With
+    /// [`PrevRule::FixedStride`] the stride is `T div S`, `S` the number of timesteps.
+    pub fn with_prev_rule(mut self, rule: PrevRule) -> Self {
+        self.prev_rule = rule;
+        self
     }
 
     /// Clip `x0_hat` to `[-bound, bound]` (off by default).
@@ -297,6 +320,53 @@ impl Ddim {
         Ok(v)
     }
 
+    // ANCHOR: step_pairs
+    /// The `(from, to)` levels of each step under the previous-step rule: with
+    /// [`PrevRule::NextInSequence`] consecutive entries of [`Ddim::levels`]; with
+    /// [`PrevRule::FixedStride`] from timestep `k` to index `k - T div S` (the final level when
+    /// that is negative).
+    pub fn step_levels(&self) -> Result<Vec<(Level, Level)>> {
+        let levels = self.levels()?;
+        match self.prev_rule {
+            PrevRule::NextInSequence => Ok(levels.windows(2).map(|w| (w[0], w[1])).collect()),
+            PrevRule::FixedStride => {
+                let stride = self.schedule.steps() / self.timesteps.len();
+                self.timesteps
+                    .iter()
+                    .zip(&levels)
+                    .map(|(&k, &from)| {
+                        let to = match k.checked_sub(stride) {
+                            Some(p) => self.schedule.level(p + 1)?,
+                            None => self.final_level()?,
+                        };
+                        Ok((from, to))
+                    })
+                    .collect()
+            }
+        }
+    }
+    // ANCHOR_END: step_pairs
+
+    /// Step `i` (0-based, of `timesteps().len()`) alone, from `x` at the level of timestep `i`
+    /// to the level the previous-step rule picks. Errors: `i` out of range, as [`ddim_step`].
+    pub fn step(
+        &self,
+        model: &dyn ScoreModel,
+        x: ArrayView2<f64>,
+        i: usize,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Array2<f64>> {
+        check_start(model, x)?;
+        let pairs = self.step_levels()?;
+        let &(from, to) = pairs.get(i).ok_or_else(|| {
+            Error::param(
+                "i",
+                format!("step {i} of a {}-step sampler", pairs.len()),
+            )
+        })?;
+        ddim_step(model, x, from, to, self.eta, self.clip, noise)
+    }
+
     /// Runs the sampler from `x` at the first timestep's level.
     pub fn sample_from(
         &self,
@@ -305,15 +375,25 @@ impl Ddim {
         noise: &mut dyn NoiseSource,
         progress: &mut dyn Progress,
     ) -> Result<Array2<f64>> {
-        ddim_levels(
-            model,
-            x,
-            &self.levels()?,
-            self.eta,
-            self.clip,
-            noise,
-            progress,
-        )
+        if self.prev_rule == PrevRule::NextInSequence {
+            return ddim_levels(
+                model,
+                x,
+                &self.levels()?,
+                self.eta,
+                self.clip,
+                noise,
+                progress,
+            );
+        }
+        check_start(model, x.view())?;
+        let pairs = self.step_levels()?;
+        let mut x = x;
+        for (i, &(from, to)) in pairs.iter().enumerate() {
+            x = ddim_step(model, x.view(), from, to, self.eta, self.clip, noise)?;
+            progress.step(i + 1, pairs.len());
+        }
+        Ok(x)
     }
 
     /// `n` samples from `x ~ N(0, I)` drawn from `noise`.
@@ -332,7 +412,8 @@ impl Ddim {
     /// DDIM inversion (ledger Bc21): the deterministic (`eta = 0`) steps run backwards, from
     /// the final level up to the first timestep's level, each using the noise predicted at the
     /// level it starts from. Decoding the result with an `eta = 0` sampler returns `x0` up to
-    /// the discretisation error.
+    /// the discretisation error. Inversion always runs through the scheduled levels
+    /// ([`PrevRule::NextInSequence`]): the fixed-stride rule does not form a chain.
     pub fn invert(
         &self,
         model: &dyn ScoreModel,

@@ -22,7 +22,7 @@ pub mod vp;
 
 pub use reverse::ReverseSde;
 pub use subvp::SubVpSde;
-pub use ve::VeSde;
+pub use ve::{KernelStd, VeSde};
 pub use vp::VpSde;
 
 /// Returns `t` if it is finite and in `[0, t_end]`, else a typed error.
@@ -44,6 +44,37 @@ pub fn level_index(t: f64, t_end: f64, n: usize) -> Result<usize> {
         return Err(Error::param("n_steps", format!("{n} < 2 noise levels")));
     }
     Ok(((t / t_end) * (n - 1) as f64).round() as usize)
+}
+
+/// How a time is mapped to a level of the discrete chain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LevelRounding {
+    /// The nearest level, `round(t (n-1)/T)` (ours, the default).
+    #[default]
+    Nearest,
+    /// The level at or below, `floor(t (n-1)/T)`: score_sde's `(t * (N - 1) / T).long()`.
+    /// A value within a few ulps of an integer counts as that integer, so that the chain time
+    /// `level_time(k)` maps back to `k` (in f64, `(k/(n-1))(n-1)` can fall one ulp below `k`,
+    /// e.g. `k = 63`, `n = 1000`); this never changes a time of the peer's grid, whose
+    /// `t (n-1)` stays far from integers.
+    Floor,
+}
+
+/// [`level_index`] with an explicit rounding rule. Errors as [`level_index`].
+pub fn level_index_with(t: f64, t_end: f64, n: usize, rounding: LevelRounding) -> Result<usize> {
+    let nearest = level_index(t, t_end, n)?;
+    Ok(match rounding {
+        LevelRounding::Nearest => nearest,
+        LevelRounding::Floor => {
+            let v = (t / t_end) * (n - 1) as f64;
+            // 8 ulps of the value: far above the 2-3 roundings of t = k T/(n-1) and back.
+            if (v - nearest as f64).abs() <= 8.0 * f64::EPSILON * v.max(1.0) {
+                nearest
+            } else {
+                v.floor() as usize
+            }
+        }
+    })
 }
 
 /// The time `t_k = k T / (n - 1)` of level `k` of an `n`-level chain.

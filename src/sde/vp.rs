@@ -1,7 +1,7 @@
 //! The variance-preserving SDE `dx = -½ beta(t) x dt + sqrt(beta(t)) dw` (ledger D11; 003
 //! eq. 11), the continuous limit of the DDPM chain (ledger D10; 003 eq. 10).
 
-use super::{check_time, level_index, level_time, Sde};
+use super::{check_time, level_index_with, level_time, LevelRounding, Sde};
 use crate::error::{Error, Result};
 use crate::schedule::continuous::LinearBeta;
 use ndarray::{Array2, ArrayView2};
@@ -11,13 +11,30 @@ use ndarray::{Array2, ArrayView2};
 pub struct VpSde {
     beta: LinearBeta,
     n: usize,
+    rounding: LevelRounding,
 }
 
 impl VpSde {
     /// A VP SDE; `n >= 2` levels and `beta_max / n < 1` so that every discrete `beta_i < 1`.
     pub fn new(beta: LinearBeta, n: usize) -> Result<Self> {
         check_levels(&beta, n)?;
-        Ok(Self { beta, n })
+        Ok(Self {
+            beta,
+            n,
+            rounding: LevelRounding::Nearest,
+        })
+    }
+
+    /// How [`Sde::discretize`] maps a time to a level: [`LevelRounding::Nearest`] (default) or
+    /// [`LevelRounding::Floor`], score_sde's truncation (book: peers chapter).
+    pub fn with_rounding(mut self, rounding: LevelRounding) -> Self {
+        self.rounding = rounding;
+        self
+    }
+
+    /// The level rounding rule.
+    pub fn rounding(&self) -> LevelRounding {
+        self.rounding
     }
 
     /// The schedule.
@@ -51,6 +68,7 @@ impl Default for VpSde {
         Self {
             beta: LinearBeta::default(),
             n: 1000,
+            rounding: LevelRounding::Nearest,
         }
     }
 }
@@ -83,11 +101,11 @@ impl Sde for VpSde {
         1.0
     }
 
-    /// The DDPM step into level `k` nearest `t`: `x_k = sqrt(1 - beta_k) x_{k-1} + sqrt(beta_k) z`,
+    /// The DDPM step into level `k` nearest `t` (or below `t`, see [`VpSde::with_rounding`]): `x_k = sqrt(1 - beta_k) x_{k-1} + sqrt(beta_k) z`,
     /// i.e. `F = (sqrt(1 - beta_k) - 1) x`, `G = sqrt(beta_k)`, `beta_k = beta(t_k) / n`.
     fn discretize(&self, x: ArrayView2<f64>, t: f64, n_steps: usize) -> Result<(Array2<f64>, f64)> {
         check_levels(&self.beta, n_steps)?;
-        let k = level_index(t, self.t_end(), n_steps)?;
+        let k = level_index_with(t, self.t_end(), n_steps, self.rounding)?;
         let b = self.discrete_beta(k, n_steps);
         let a = (1.0 - b).sqrt() - 1.0;
         Ok((x.mapv(|v| a * v), b.sqrt()))
