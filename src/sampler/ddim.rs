@@ -359,10 +359,7 @@ impl Ddim {
         check_start(model, x)?;
         let pairs = self.step_levels()?;
         let &(from, to) = pairs.get(i).ok_or_else(|| {
-            Error::param(
-                "i",
-                format!("step {i} of a {}-step sampler", pairs.len()),
-            )
+            Error::param("i", format!("step {i} of a {}-step sampler", pairs.len()))
         })?;
         ddim_step(model, x, from, to, self.eta, self.clip, noise)
     }
