@@ -17,6 +17,7 @@ pub mod chain;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod gaussian;
 pub mod likelihood;
 pub mod loss;
