@@ -19,7 +19,9 @@ use crate::loss::ReverseVariance;
 use crate::rng::NoiseSource;
 use crate::schedule::beta::BetaSchedule;
 use crate::sde::Sde;
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
+use crate::engine::{Graph, Tensor};
+use crate::train::NetScore;
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2};
 use rand::Rng as _;
 
 /// A noise-prediction model: rows `x` and one time per row in, predicted noise out.
@@ -282,30 +284,52 @@ pub fn elbo_full(
 }
 
 // ANCHOR: elbo_sampled
-/// The unbiased estimate `L_T + S · mean_k term_{i_k}` with `draws` steps `i_k` uniform on
-/// `1..=S` per image (`draws` model calls on all images); its mean over images estimates the
-/// full bound with the standard error of [`ElboEstimate::bpd`].
+/// The unbiased estimate `L_T + Σ_{i <= head} term_i + Σ_j |B_j| term_{i_j}`: the first `head`
+/// steps (where a trained network's terms are largest and vary most, roughly as `1/i`) are
+/// computed exactly, and the remaining steps `head+1..=S` are cut into `draws` consecutive
+/// blocks `B_j` of near-equal size with one step `i_j` drawn uniformly in each block, per image
+/// (`head + draws` model calls on all images). Each block's term is an unbiased estimate of
+/// that block's sum, so the total is unbiased for the full bound; the mean over images carries
+/// the standard error of [`ElboEstimate::bpd`].
+#[allow(clippy::too_many_arguments)]
 pub fn elbo_sampled(
     sc: &SdeChain,
     x0: ArrayView2<f64>,
     model: EpsModel,
     var: ReverseVariance,
     grid: Grid,
+    head: usize,
     draws: usize,
     rng: &mut crate::rng::Rng,
 ) -> Result<ElboEstimate> {
     check_data(x0, grid)?;
-    if draws == 0 {
-        return Err(Error::param("draws", "need at least one step per image"));
+    let s = sc.steps();
+    if head > s {
+        return Err(Error::param(
+            "head",
+            format!("{head} exact steps exceed S = {s}"),
+        ));
+    }
+    let rest = s - head;
+    if (draws == 0 && rest > 0) || draws > rest {
+        return Err(Error::param(
+            "draws",
+            format!("need between 1 and {rest} sampled steps per image, got {draws}"),
+        ));
     }
     let (n, d) = x0.dim();
-    let s = sc.steps();
     let mut total = sc.chain.prior_kl(x0)?;
-    for _ in 0..draws {
-        let steps: Vec<usize> = (0..n).map(|_| rng.random_range(1..=s)).collect();
+    for i in 1..=head {
+        let z = normals(rng, n, d);
+        total += &step_terms(sc, x0, &vec![i; n], z.view(), model, var, grid)?;
+    }
+    for j in 0..draws {
+        // Block j is lo..=hi.
+        let (lo, hi) = (head + 1 + j * rest / draws, head + (j + 1) * rest / draws);
+        let steps: Vec<usize> = (0..n).map(|_| rng.random_range(lo..=hi)).collect();
         let z = normals(rng, n, d);
         let t = step_terms(sc, x0, &steps, z.view(), model, var, grid)?;
-        total.scaled_add(s as f64 / draws as f64, &t);
+        total.scaled_add((hi + 1 - lo) as f64, &t);
     }
     Ok(ElboEstimate {
         per_image: total,
@@ -314,3 +338,28 @@ pub fn elbo_sampled(
     })
 }
 // ANCHOR_END: elbo_sampled
+
+/// A trained network's `eps_theta(x_r, t_r)` with one time per row, in chunks of
+/// `score.chunk` rows: the [`EpsModel`] of a checkpoint.
+pub fn net_eps_rows(score: &NetScore, x: ArrayView2<f64>, t: &[f64]) -> Result<Array2<f64>> {
+    let (n, d) = x.dim();
+    let mut out = Array2::zeros((n, d));
+    let mut start = 0;
+    while start < n {
+        let m = score.chunk.min(n - start);
+        let rows = x.slice(s![start..start + m, ..]);
+        let xt = Tensor::from_vec(&[m, d], rows.iter().map(|&v| v as f32).collect())?;
+        let mut g = Graph::<f32>::inference();
+        let e = score.net.eps(&mut g, &score.store, &xt, &t[start..start + m])?;
+        for (o, &v) in out
+            .slice_mut(s![start..start + m, ..])
+            .iter_mut()
+            .zip(e.as_slice())
+        {
+            *o = v as f64;
+        }
+        start += m;
+    }
+    Ok(out)
+}
+

@@ -4,5 +4,6 @@
 
 pub mod classifier;
 pub mod density;
+pub mod dequantised;
 pub mod elbo;
 pub mod frechet;
