@@ -83,8 +83,8 @@ struct Model {
 }
 
 fn load_model(path: &Path) -> Result<Model> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::Checkpoint(format!("{}: not a checkpoint: {e}", path.display())))?;
     let meta = header.metadata().clone().unwrap_or_default();
@@ -114,7 +114,11 @@ fn load_model(path: &Path) -> Result<Model> {
     let has_ema = meta.contains_key("ema.decay");
     checkpoint::from_safetensors(&bytes, &mut store, None, has_ema.then_some(&mut ema))
         .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
-    let params = if has_ema { ema.averaged(&store)? } else { store };
+    let params = if has_ema {
+        ema.averaged(&store)?
+    } else {
+        store
+    };
     Ok(Model {
         score: NetScore::new(net, params),
         sde,
@@ -170,7 +174,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 
 fn train_classifier_cmd(a: &EvalArgs) -> Result<()> {
     let spec = a.data.as_deref().ok_or_else(|| {
-        Error::param("data", "--train-classifier needs --data digits|mnist:DIR|fashion")
+        Error::param(
+            "data",
+            "--train-classifier needs --data digits|mnist:DIR|fashion",
+        )
     })?;
     let (train, test, name) = load_images(spec)?;
     let opts = ClassifierTraining {
@@ -284,14 +291,8 @@ fn eval_images(a: &EvalArgs, model: &Model, ck: &Path) -> Result<()> {
         "recorded when the classifier was trained",
     );
     let t0 = std::time::Instant::now();
-    let samples = reverse_diffusion(
-        model.sde.as_ref(),
-        &model.score,
-        n,
-        a.sample_steps,
-        a.seed,
-    )?
-    .mapv(|v| v.clamp(-1.0, 1.0));
+    let samples = reverse_diffusion(model.sde.as_ref(), &model.score, n, a.sample_steps, a.seed)?
+        .mapv(|v| v.clamp(-1.0, 1.0));
     let sample_time = t0.elapsed();
     let (fs, ps) = features_and_probs(&clf, &cstore, samples.view())?;
     let (ft, _) = features_and_probs(&clf, &cstore, test.x.slice(s![..n, ..]))?;
@@ -301,7 +302,10 @@ fn eval_images(a: &EvalArgs, model: &Model, ck: &Path) -> Result<()> {
     rep.add(
         "Frechet distance (samples, test)",
         format!("{fd:.3}"),
-        &format!("{n} samples, {} reverse-diffusion steps ({sample_time:.1?})", a.sample_steps),
+        &format!(
+            "{n} samples, {} reverse-diffusion steps ({sample_time:.1?})",
+            a.sample_steps
+        ),
     );
     rep.add(
         "Frechet floor (train, test)",
@@ -397,7 +401,11 @@ fn eval_toy(a: &EvalArgs, model: &Model) -> Result<()> {
         )
     })?;
     let mut rep = Report { rows: vec![] };
-    println!("evaluating a 2-D model of `{}` with n = {}", toy.name(), a.n);
+    println!(
+        "evaluating a 2-D model of `{}` with n = {}",
+        toy.name(),
+        a.n
+    );
     let samples = reverse_diffusion(
         model.sde.as_ref(),
         &model.score,
@@ -409,20 +417,36 @@ fn eval_toy(a: &EvalArgs, model: &Model) -> Result<()> {
     let exact2 = toy.sample(a.n, &mut seeded(a.seed ^ 0xfeed));
     let ed = stats::energy_distance(samples.view(), exact.view())?;
     let ed0 = stats::energy_distance(exact2.view(), exact.view())?;
-    rep.add("energy distance (samples, exact)", format!("{ed:.5}"), &format!("{} each", a.n));
-    rep.add("energy distance floor (exact, exact)", format!("{ed0:.5}"), "two independent exact samples");
+    rep.add(
+        "energy distance (samples, exact)",
+        format!("{ed:.5}"),
+        &format!("{} each", a.n),
+    );
+    rep.add(
+        "energy distance floor (exact, exact)",
+        format!("{ed0:.5}"),
+        "two independent exact samples",
+    );
     let h = 0.5;
     let k = a.n.min(1000);
     let mmd = mmd2_gaussian(samples.slice(s![..k, ..]), exact.slice(s![..k, ..]), h)?;
     let mmd0 = mmd2_gaussian(exact2.slice(s![..k, ..]), exact.slice(s![..k, ..]), h)?;
-    rep.add("MMD^2 (Gaussian kernel h = 0.5)", format!("{mmd:.5}"), &format!("floor {mmd0:.5}"));
+    rep.add(
+        "MMD^2 (Gaussian kernel h = 0.5)",
+        format!("{mmd:.5}"),
+        &format!("floor {mmd0:.5}"),
+    );
     let t = stats::energy_test(
         samples.slice(s![..k.min(500), ..]),
         exact.slice(s![..k.min(500), ..]),
         199,
         a.seed,
     )?;
-    rep.add("energy two-sample test p-value", format!("{:.3}", t.p_value), "199 permutations");
+    rep.add(
+        "energy two-sample test p-value",
+        format!("{:.3}", t.p_value),
+        "199 permutations",
+    );
     if let Some(mix) = toy.mixture() {
         for tt in [0.01, 0.1, 0.3, 1.0] {
             let e = score_error(model.sde.as_ref(), &model.score, &mix, tt, 2000, a.seed)?;
@@ -438,14 +462,22 @@ fn eval_toy(a: &EvalArgs, model: &Model) -> Result<()> {
         let x = mix.sample_n(20000, &mut seeded(a.seed ^ 0xe27));
         let lp = mix.log_density_batch(x.view())?;
         let (h_true, h_se) = mean_se(lp.mapv(|v| -v).view());
-        rep.add("true entropy (nats)", format!("{h_true:.4} ± {h_se:.4}"), "Monte Carlo, 20000 draws");
+        rep.add(
+            "true entropy (nats)",
+            format!("{h_true:.4} ± {h_se:.4}"),
+            "Monte Carlo, 20000 draws",
+        );
         rep.add(
             "PF-ODE NLL gap (nats)",
             format!("{g:.4} ± {gse:.4}"),
             &format!("{m} exact draws, t_eps = 1e-3; target < 0.1"),
         );
     } else {
-        rep.add("score error / NLL gap", "n/a".into(), "this toy has no closed-form density");
+        rep.add(
+            "score error / NLL gap",
+            "n/a".into(),
+            "this toy has no closed-form density",
+        );
     }
     if let Some(p) = &a.json {
         rep.write_json(p)?;

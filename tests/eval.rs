@@ -113,7 +113,10 @@ fn trace_sqrt_denman_beavers(m: &Array2<f64>) -> f64 {
 fn frechet_matches_definition_for_a_non_commuting_pair() {
     let d = 6;
     let (s1, s2) = (random_spd(d, 11), random_spd(d, 12));
-    assert!(max_abs(&(s1.dot(&s2) - s2.dot(&s1))) > 0.1, "the pair must not commute");
+    assert!(
+        max_abs(&(s1.dot(&s2) - s2.dot(&s1))) > 0.1,
+        "the pair must not commute"
+    );
     let mu1 = Array1::from_iter((0..d).map(|i| i as f64 * 0.1));
     let mu2 = Array1::from_iter((0..d).map(|i| 0.5 - i as f64 * 0.05));
     let r1 = sqrtm_psd(s1.view()).unwrap();
@@ -123,7 +126,10 @@ fn frechet_matches_definition_for_a_non_commuting_pair() {
         - 2.0 * trace_sqrt_denman_beavers(&inner);
     let fd = frechet_distance(mu1.view(), s1.view(), mu2.view(), s2.view()).unwrap();
     let rev = frechet_distance(mu2.view(), s2.view(), mu1.view(), s1.view()).unwrap();
-    assert!((fd - exact).abs() < 1e-9 * exact.abs().max(1.0), "{fd} vs {exact}");
+    assert!(
+        (fd - exact).abs() < 1e-9 * exact.abs().max(1.0),
+        "{fd} vs {exact}"
+    );
     assert!((fd - rev).abs() < 1e-9 * fd, "{fd} vs {rev}");
     let same = frechet_distance(mu1.view(), s1.view(), mu1.view(), s1.view()).unwrap();
     assert!(same < 1e-9 * s1.diag().sum(), "{same}");
@@ -140,7 +146,12 @@ fn twin_commuting_shortcut_fails_on_non_commuting_pair() {
     let z = Array1::zeros(d);
     let fd = frechet_distance(z.view(), s1.view(), z.view(), s2.view()).unwrap();
     let shortcut = s1.diag().sum() + s2.diag().sum()
-        - 2.0 * sqrtm_psd(s1.view()).unwrap().dot(&sqrtm_psd(s2.view()).unwrap()).diag().sum();
+        - 2.0
+            * sqrtm_psd(s1.view())
+                .unwrap()
+                .dot(&sqrtm_psd(s2.view()).unwrap())
+                .diag()
+                .sum();
     assert!((fd - shortcut).abs() > 1e-9 * fd, "{fd} vs {shortcut}");
 }
 
@@ -160,13 +171,19 @@ fn cross_entropy_equals_log_softmax_formula() {
     let ce = cross_entropy(&mut g, &t, &labels).unwrap().item() as f64;
     let mut exact = 0.0;
     for i in 0..n {
-        let row: Vec<f64> = logits[i * 10..(i + 1) * 10].iter().map(|&v| v as f64).collect();
+        let row: Vec<f64> = logits[i * 10..(i + 1) * 10]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let m = row.iter().cloned().fold(f64::MIN, f64::max);
         let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
         exact += lse - row[labels[i] as usize];
     }
     exact /= n as f64;
-    assert!((ce - exact).abs() < 1e-5 * exact.abs().max(1.0), "{ce} vs {exact}");
+    assert!(
+        (ce - exact).abs() < 1e-5 * exact.abs().max(1.0),
+        "{ce} vs {exact}"
+    );
 }
 
 /// The classifier trained with this engine on the digits' training split (1,617 images, 1500
@@ -271,15 +288,23 @@ fn kl_terms_equal_independent_gaussian_kls() {
             let sch = sc.chain.schedule();
             let x = x0.slice(ndarray::s![row..row + 1, ..]);
             let xt = &x * sch.sqrt_alpha_bar(i).unwrap()
-                + &z.slice(ndarray::s![row..row + 1, ..]) * sch.sqrt_one_minus_alpha_bar(i).unwrap();
+                + &z.slice(ndarray::s![row..row + 1, ..])
+                    * sch.sqrt_one_minus_alpha_bar(i).unwrap();
             let eps = some_model(xt.view(), &[sc.times[i - 1]]).unwrap();
-            let mu = sc.chain.reverse_mean_from_eps(xt.view(), eps.view(), i).unwrap();
+            let mu = sc
+                .chain
+                .reverse_mean_from_eps(xt.view(), eps.view(), i)
+                .unwrap();
             let q = sc.chain.posterior(x, xt.view(), i).unwrap();
             let s2 = sc.reverse_variance(i, var).unwrap();
             let qd = DiagGaussian::isotropic(q.mean.row(0).to_owned(), q.var).unwrap();
             let pd = DiagGaussian::isotropic(mu.row(0).to_owned(), s2).unwrap();
             let kl = qd.kl(&pd).unwrap();
-            assert!((got[row] - kl).abs() < 1e-9 * kl.max(1e-3), "step {i}: {} vs {kl}", got[row]);
+            assert!(
+                (got[row] - kl).abs() < 1e-9 * kl.max(1e-3),
+                "step {i}: {} vs {kl}",
+                got[row]
+            );
             let c = sc.chain.kl_constant(i, s2, d).unwrap();
             max_c_gap = max_c_gap.max(c);
         }
@@ -307,29 +332,57 @@ fn decoder_term_equals_bin_masses_and_sums_to_one() {
     let x0 = grid_data(n, d, 17, 5);
     let mut z = Array2::zeros((n, d));
     seeded(6).fill_normal(z.as_slice_mut().unwrap());
-    let got = step_terms(&sc, x0.view(), &vec![1; n], z.view(), &some_model, ReverseVariance::Beta, Grid { levels: 17 }).unwrap();
+    let got = step_terms(
+        &sc,
+        x0.view(),
+        &vec![1; n],
+        z.view(),
+        &some_model,
+        ReverseVariance::Beta,
+        Grid { levels: 17 },
+    )
+    .unwrap();
     let sch = sc.chain.schedule();
     let x1 = &x0 * sch.sqrt_alpha_bar(1).unwrap() + &z * sch.sqrt_one_minus_alpha_bar(1).unwrap();
     let eps = some_model(x1.view(), &vec![sc.times[0]; n]).unwrap();
-    let mu = sc.chain.reverse_mean_from_eps(x1.view(), eps.view(), 1).unwrap();
+    let mu = sc
+        .chain
+        .reverse_mean_from_eps(x1.view(), eps.view(), 1)
+        .unwrap();
     let sigma = sch.beta(1).unwrap().sqrt();
     for row in 0..n {
         let mut nll = 0.0;
         for j in 0..d {
             let x = x0[[row, j]];
-            let lo = if x <= -1.0 { f64::NEG_INFINITY } else { (x - 1.0 / 16.0 - mu[[row, j]]) / sigma };
-            let hi = if x >= 1.0 { f64::INFINITY } else { (x + 1.0 / 16.0 - mu[[row, j]]) / sigma };
+            let lo = if x <= -1.0 {
+                f64::NEG_INFINITY
+            } else {
+                (x - 1.0 / 16.0 - mu[[row, j]]) / sigma
+            };
+            let hi = if x >= 1.0 {
+                f64::INFINITY
+            } else {
+                (x + 1.0 / 16.0 - mu[[row, j]]) / sigma
+            };
             let p = std_normal_cdf(hi) - std_normal_cdf(lo);
             assert!(p > 1e-6);
             nll -= p.ln();
         }
-        assert!((got[row] - nll).abs() < 1e-9 * nll.abs().max(1.0), "{} vs {nll}", got[row]);
+        assert!(
+            (got[row] - nll).abs() < 1e-9 * nll.abs().max(1.0),
+            "{} vs {nll}",
+            got[row]
+        );
     }
 }
 
 /// The exact eps of data `N(m, v)`: `E[eps | x_t] = sqrt(1 − abar)(x_t − sqrt(abar) m) /
 /// (abar v + 1 − abar)`.
-fn gaussian_eps(sc: &SdeChain, m: f64, v: f64) -> impl Fn(ArrayView2<f64>, &[f64]) -> scoresde::Result<Array2<f64>> + '_ {
+fn gaussian_eps(
+    sc: &SdeChain,
+    m: f64,
+    v: f64,
+) -> impl Fn(ArrayView2<f64>, &[f64]) -> scoresde::Result<Array2<f64>> + '_ {
     move |x: ArrayView2<f64>, t: &[f64]| {
         let mut out = x.to_owned();
         for (mut r, &ti) in out.rows_mut().into_iter().zip(t) {
@@ -345,16 +398,31 @@ fn gaussian_eps(sc: &SdeChain, m: f64, v: f64) -> impl Fn(ArrayView2<f64>, &[f64
 /// The same model as a `LinearReverse`: `mu = scale x_t + shift` with
 /// `scale = (1 − beta/(abar v + 1 − abar)) / sqrt(alpha)` and
 /// `shift = beta sqrt(abar) m / ((abar v + 1 − abar) sqrt(alpha))`.
-fn gaussian_linear_reverse(sc: &SdeChain, m: f64, v: f64, d: usize, var: ReverseVariance) -> LinearReverse {
+fn gaussian_linear_reverse(
+    sc: &SdeChain,
+    m: f64,
+    v: f64,
+    d: usize,
+    var: ReverseVariance,
+) -> LinearReverse {
     let sch = sc.chain.schedule();
-    let mut out = LinearReverse { scale: vec![], shift: vec![], var: vec![] };
+    let mut out = LinearReverse {
+        scale: vec![],
+        shift: vec![],
+        var: vec![],
+    };
     for i in 1..=sc.steps() {
         let (ab, beta) = (sch.alpha_bar(i).unwrap(), sch.beta(i).unwrap());
         let den = ab * v + 1.0 - ab;
         let ra = 1.0 / (1.0 - beta).sqrt();
         out.scale.push(ra * (1.0 - beta / den));
-        out.shift.push(Array1::from_elem(d, ra * beta * ab.sqrt() * m / den));
-        out.var.push(if i == 1 { beta } else { sc.reverse_variance(i, var).unwrap() });
+        out.shift
+            .push(Array1::from_elem(d, ra * beta * ab.sqrt() * m / den));
+        out.var.push(if i == 1 {
+            beta
+        } else {
+            sc.reverse_variance(i, var).unwrap()
+        });
     }
     out
 }
@@ -376,7 +444,11 @@ fn exact_gaussian_eps_terms_match_closed_form() {
     let check = |model_v: f64, var: ReverseVariance| -> bool {
         let closed = sc
             .chain
-            .elbo_gaussian_data(Array1::from_elem(d, m).view(), v, &gaussian_linear_reverse(&sc, m, v, d, var))
+            .elbo_gaussian_data(
+                Array1::from_elem(d, m).view(),
+                v,
+                &gaussian_linear_reverse(&sc, m, v, d, var),
+            )
             .unwrap();
         let eps = gaussian_eps(&sc, m, model_v);
         let mut ok = true;
@@ -397,7 +469,14 @@ fn exact_gaussian_eps_terms_match_closed_form() {
         assert!(check(v, var), "{var:?}");
     }
     assert!(!check(2.0 * v, ReverseVariance::Beta), "twin not rejected");
-    let closed = sc.chain.elbo_gaussian_data(Array1::from_elem(d, m).view(), v, &gaussian_linear_reverse(&sc, m, v, d, ReverseVariance::Beta)).unwrap();
+    let closed = sc
+        .chain
+        .elbo_gaussian_data(
+            Array1::from_elem(d, m).view(),
+            v,
+            &gaussian_linear_reverse(&sc, m, v, d, ReverseVariance::Beta),
+        )
+        .unwrap();
     let (pm, pse) = mean_se(sc.chain.prior_kl(x0.view()).unwrap().view());
     assert!((pm - closed.prior).abs() <= Z * pse + 1e-12);
 }
@@ -407,7 +486,11 @@ fn exact_gaussian_eps_terms_match_closed_form() {
 fn discretised_gaussian(n: usize, seed: u64) -> (Array2<f64>, f64) {
     let g = Grid { levels: 256 };
     let p: Vec<f64> = (0..256).map(|k| g.log_prob(k, 0.0, 0.3).exp()).collect();
-    let h = -p.iter().filter(|&&q| q > 0.0).map(|q| q * q.ln()).sum::<f64>();
+    let h = -p
+        .iter()
+        .filter(|&&q| q > 0.0)
+        .map(|q| q * q.ln())
+        .sum::<f64>();
     let mut cdf = Vec::with_capacity(256);
     let mut acc = 0.0;
     for q in &p {
@@ -442,13 +525,36 @@ fn elbo_bounds_discrete_entropy_and_tightens_with_steps() {
     for s in [4usize, 10, 100, 1000] {
         let sc = SdeChain::new(&vp(), s).unwrap();
         let eps = gaussian_eps(&sc, 0.0, 0.09);
-        let est = elbo_full(&sc, x0.view(), &eps, ReverseVariance::Beta, grid, &mut seeded(s as u64)).unwrap();
+        let est = elbo_full(
+            &sc,
+            x0.view(),
+            &eps,
+            ReverseVariance::Beta,
+            grid,
+            &mut seeded(s as u64),
+        )
+        .unwrap();
         let (m, se) = est.nats();
-        let post = elbo_full(&sc, x0.view(), &eps, ReverseVariance::Posterior, grid, &mut seeded(s as u64)).unwrap().nats();
-        eprintln!("S = {s}: ELBO {m:.4} ± {se:.4} nats (beta), {:.4} ± {:.4} (beta_tilde); H = {h:.4}", post.0, post.1);
+        let post = elbo_full(
+            &sc,
+            x0.view(),
+            &eps,
+            ReverseVariance::Posterior,
+            grid,
+            &mut seeded(s as u64),
+        )
+        .unwrap()
+        .nats();
+        eprintln!(
+            "S = {s}: ELBO {m:.4} ± {se:.4} nats (beta), {:.4} ± {:.4} (beta_tilde); H = {h:.4}",
+            post.0, post.1
+        );
         assert!(m - h > -Z * se, "S = {s}: {m} below H = {h}");
         if let (Some((pm, pse)), true) = (prev, s <= 100) {
-            assert!(pm - m > Z * (pse * pse + se * se).sqrt(), "S = {s}: {m} not below {pm}");
+            assert!(
+                pm - m > Z * (pse * pse + se * se).sqrt(),
+                "S = {s}: {m} not below {pm}"
+            );
         }
         prev = Some((m, se));
         if s == 1000 {
@@ -456,13 +562,29 @@ fn elbo_bounds_discrete_entropy_and_tightens_with_steps() {
             let sch = sc.chain.schedule();
             let mut z = Array2::zeros((n, 1));
             seeded(77).fill_normal(z.as_slice_mut().unwrap());
-            let l0 = step_terms(&sc, x0.view(), &vec![1; n], z.view(), &eps, ReverseVariance::Beta, grid).unwrap();
-            let x1 = &x0 * sch.sqrt_alpha_bar(1).unwrap() + &z * sch.sqrt_one_minus_alpha_bar(1).unwrap();
+            let l0 = step_terms(
+                &sc,
+                x0.view(),
+                &vec![1; n],
+                z.view(),
+                &eps,
+                ReverseVariance::Beta,
+                grid,
+            )
+            .unwrap();
+            let x1 = &x0 * sch.sqrt_alpha_bar(1).unwrap()
+                + &z * sch.sqrt_one_minus_alpha_bar(1).unwrap();
             let e = eps(x1.view(), &vec![sc.times[0]; n]).unwrap();
-            let mu = sc.chain.reverse_mean_from_eps(x1.view(), e.view(), 1).unwrap();
+            let mu = sc
+                .chain
+                .reverse_mean_from_eps(x1.view(), e.view(), 1)
+                .unwrap();
             let s2 = sch.beta(1).unwrap();
             let dens: Array1<f64> = (0..n)
-                .map(|r| 0.5 * (2.0 * std::f64::consts::PI * s2).ln() + (x0[[r, 0]] - mu[[r, 0]]).powi(2) / (2.0 * s2))
+                .map(|r| {
+                    0.5 * (2.0 * std::f64::consts::PI * s2).ln()
+                        + (x0[[r, 0]] - mu[[r, 0]]).powi(2) / (2.0 * s2)
+                })
                 .collect();
             let wrong = &est.per_image - &l0 + &dens;
             let (wm, wse) = mean_se(wrong.view());
@@ -483,36 +605,92 @@ fn sampled_elbo_estimates_the_full_bound() {
     let grid = Grid { levels: 256 };
     let sc = SdeChain::new(&vp(), 100).unwrap();
     let eps = gaussian_eps(&sc, 0.0, 0.09);
-    let full = elbo_full(&sc, x0.view(), &eps, ReverseVariance::Beta, grid, &mut seeded(1)).unwrap();
-    let samp = elbo_sampled(&sc, x0.view(), &eps, ReverseVariance::Beta, grid, 0, 1, &mut seeded(2)).unwrap();
+    let full = elbo_full(
+        &sc,
+        x0.view(),
+        &eps,
+        ReverseVariance::Beta,
+        grid,
+        &mut seeded(1),
+    )
+    .unwrap();
+    let samp = elbo_sampled(
+        &sc,
+        x0.view(),
+        &eps,
+        ReverseVariance::Beta,
+        grid,
+        0,
+        1,
+        &mut seeded(2),
+    )
+    .unwrap();
     let ((fm, fse), (sm, sse)) = (full.nats(), samp.nats());
     eprintln!("full {fm:.4} ± {fse:.4}, sampled {sm:.4} ± {sse:.4}");
     let tol = Z * (fse * fse + sse * sse).sqrt();
     assert!((fm - sm).abs() < tol, "{fm} vs {sm} (tolerance {tol})");
-    let strat = elbo_sampled(&sc, x0.view(), &eps, ReverseVariance::Beta, grid, 10, 7, &mut seeded(4)).unwrap();
+    let strat = elbo_sampled(
+        &sc,
+        x0.view(),
+        &eps,
+        ReverseVariance::Beta,
+        grid,
+        10,
+        7,
+        &mut seeded(4),
+    )
+    .unwrap();
     let (tm, tse) = strat.nats();
     eprintln!("10 exact + 7 blocks {tm:.4} ± {tse:.4}");
-    assert!((fm - tm).abs() < Z * (fse * fse + tse * tse).sqrt(), "{fm} vs {tm}");
+    assert!(
+        (fm - tm).abs() < Z * (fse * fse + tse * tse).sqrt(),
+        "{fm} vs {tm}"
+    );
     // Twin.
     let mut r = seeded(3);
     let steps: Vec<usize> = (0..n).map(|_| r.random_range(2..=100)).collect();
     let mut z = Array2::zeros((n, 1));
     r.fill_normal(z.as_slice_mut().unwrap());
-    let t = step_terms(&sc, x0.view(), &steps, z.view(), &eps, ReverseVariance::Beta, grid).unwrap();
+    let t = step_terms(
+        &sc,
+        x0.view(),
+        &steps,
+        z.view(),
+        &eps,
+        ReverseVariance::Beta,
+        grid,
+    )
+    .unwrap();
     let wrong = sc.chain.prior_kl(x0.view()).unwrap() + t * 99.0;
     let (wm, wse) = mean_se(wrong.view());
-    assert!((fm - wm).abs() > Z * (fse * fse + wse * wse).sqrt(), "twin {wm} vs {fm}");
+    assert!(
+        (fm - wm).abs() > Z * (fse * fse + wse * wse).sqrt(),
+        "twin {wm} vs {fm}"
+    );
 }
 
 /// A non-VP SDE has no DDPM chain: a clear error, no panic.
 #[test]
 fn elbo_rejects_non_vp_sde() {
-    let ve = scoresde::sde::VeSde::new(scoresde::schedule::continuous::GeometricSigma::new(0.01, 5.0).unwrap(), 100).unwrap();
+    let ve = scoresde::sde::VeSde::new(
+        scoresde::schedule::continuous::GeometricSigma::new(0.01, 5.0).unwrap(),
+        100,
+    )
+    .unwrap();
     let e = SdeChain::new(&ve, 100).unwrap_err().to_string();
     assert!(e.contains("variance-preserving"), "{e}");
     let sc = SdeChain::new(&vp(), 10).unwrap();
     let off = Array2::from_elem((2, 2), 0.1234);
-    let e = elbo_full(&sc, off.view(), &some_model, ReverseVariance::Beta, Grid { levels: 17 }, &mut seeded(0)).unwrap_err().to_string();
+    let e = elbo_full(
+        &sc,
+        off.view(),
+        &some_model,
+        ReverseVariance::Beta,
+        Grid { levels: 17 },
+        &mut seeded(0),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("not on the grid"), "{e}");
 }
 
@@ -606,7 +784,12 @@ fn mmd_is_unbiased_for_gaussians() {
             let mut acc = 0.0;
             for i in 0..n {
                 for j in 0..n {
-                    let d2: f64 = z.row(i).iter().zip(z.row(j)).map(|(p, q)| (p - q).powi(2)).sum();
+                    let d2: f64 = z
+                        .row(i)
+                        .iter()
+                        .zip(z.row(j))
+                        .map(|(p, q)| (p - q).powi(2))
+                        .sum();
                     acc += (-d2 / (2.0 * h * h)).exp();
                 }
             }
@@ -647,7 +830,10 @@ fn run(args: &[&str]) -> (i32, String) {
 fn eval_command_reports_clear_errors() {
     let (code, err) = run(&["eval", "--checkpoint", "/nonexistent/ck.safetensors"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.starts_with("error:") && err.contains("/nonexistent/ck.safetensors"), "{err}");
+    assert!(
+        err.starts_with("error:") && err.contains("/nonexistent/ck.safetensors"),
+        "{err}"
+    );
     let (code, err) = run(&["eval", "--train-classifier"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--data"), "{err}");
@@ -676,12 +862,18 @@ fn classifier_learns_mnist() {
     let dir = std::env::var("MNIST_DIR").unwrap_or_else(|_| "/tmp/mnist".into());
     let train = load_mnist_dir(std::path::Path::new(&dir), Split::Train).unwrap();
     let test = load_mnist_dir(std::path::Path::new(&dir), Split::Test).unwrap();
-    let opts = ClassifierTraining { steps: 3000, ..Default::default() };
+    let opts = ClassifierTraining {
+        steps: 3000,
+        ..Default::default()
+    };
     let t0 = std::time::Instant::now();
     let (clf, store) = train_classifier(&train, &opts, |_, _| {}).unwrap();
     let (_, prob) = features_and_probs(&clf, &store, test.x.view()).unwrap();
     let acc = accuracy(prob.view(), test.labels.as_ref().unwrap()).unwrap();
-    eprintln!("MNIST classifier t10k accuracy {acc:.4} ({:.1?})", t0.elapsed());
+    eprintln!(
+        "MNIST classifier t10k accuracy {acc:.4} ({:.1?})",
+        t0.elapsed()
+    );
     assert!(acc >= 0.97, "{acc}");
 }
 
@@ -733,14 +925,25 @@ fn dc49_ode_bits_per_dim_below_elbo_on_digits() {
         max_loss: 1e4,
     };
     let mut trainer = Trainer::new(config).unwrap();
-    trainer.train(&Source::Data(train), None, &mut |_| {}).unwrap();
+    trainer
+        .train(&Source::Data(train), None, &mut |_| {})
+        .unwrap();
     let score = trainer.score_model().unwrap();
     let x = test.x.slice(ndarray::s![..16, ..]).to_owned();
     let grid = Grid { levels: 17 };
     let sc = SdeChain::new(trainer.sde(), 1000).unwrap();
     let eps = |x: ArrayView2<f64>, t: &[f64]| net_eps_rows(&score, x, t);
-    let elbo = elbo_full(&sc, x.view(), &eps, ReverseVariance::Beta, grid, &mut seeded(1)).unwrap();
-    let (ode, nfe) = ode_bits_per_dim(trainer.sde(), &score, x.view(), grid, 1e-3, 1, 1e-5, 2).unwrap();
+    let elbo = elbo_full(
+        &sc,
+        x.view(),
+        &eps,
+        ReverseVariance::Beta,
+        grid,
+        &mut seeded(1),
+    )
+    .unwrap();
+    let (ode, nfe) =
+        ode_bits_per_dim(trainer.sde(), &score, x.view(), grid, 1e-3, 1, 1e-5, 2).unwrap();
     let k = 1.0 / (64.0 * std::f64::consts::LN_2);
     let diff = &elbo.per_image * k - &ode;
     let (dm, dse) = mean_se(diff.view());

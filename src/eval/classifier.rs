@@ -8,10 +8,10 @@
 //! Trained by Adam on the cross-entropy `−log softmax(logits)_label`.
 
 use crate::data::Dataset;
-use crate::engine::nn::{Conv2d, Linear};
-use crate::engine::optim::{Adam, AdamConfig};
 #[cfg(feature = "checkpoint")]
 use crate::engine::checkpoint;
+use crate::engine::nn::{Conv2d, Linear};
+use crate::engine::optim::{Adam, AdamConfig};
 use crate::engine::{Graph, ParamStore, Tensor};
 use crate::error::{Error, Result};
 use crate::rng;
@@ -146,7 +146,12 @@ impl Classifier {
         })?;
         let res: usize = crate::train::net::json_field(json, "resolution")
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::Checkpoint(format!("{}: bad classifier metadata {json}", path.display())))?;
+            .ok_or_else(|| {
+                Error::Checkpoint(format!(
+                    "{}: bad classifier metadata {json}",
+                    path.display()
+                ))
+            })?;
         let mut store = ParamStore::new();
         let clf = Classifier::new(&mut store, res, 0)?;
         checkpoint::from_safetensors(&bytes, &mut store, None, None)
@@ -179,7 +184,11 @@ fn to_tensor(x: ArrayView2<f64>) -> Result<Tensor<f32>> {
 
 /// Mean cross-entropy `mean_i [logsumexp(z_i) − z_i,label_i]` of logits `[n, 10]`, with the
 /// row maximum subtracted first (as a constant) so that `exp` cannot overflow.
-pub fn cross_entropy(g: &mut Graph<f32>, logits: &Tensor<f32>, labels: &[u8]) -> Result<Tensor<f32>> {
+pub fn cross_entropy(
+    g: &mut Graph<f32>,
+    logits: &Tensor<f32>,
+    labels: &[u8],
+) -> Result<Tensor<f32>> {
     let n = labels.len();
     if logits.shape() != [n, CLASSES] {
         return Err(Error::Shape(format!(
@@ -189,7 +198,12 @@ pub fn cross_entropy(g: &mut Graph<f32>, logits: &Tensor<f32>, labels: &[u8]) ->
     }
     let v = logits.as_slice();
     let maxes: Vec<f32> = (0..n)
-        .map(|i| v[i * CLASSES..(i + 1) * CLASSES].iter().cloned().fold(f32::MIN, f32::max))
+        .map(|i| {
+            v[i * CLASSES..(i + 1) * CLASSES]
+                .iter()
+                .cloned()
+                .fold(f32::MIN, f32::max)
+        })
         .collect();
     let m = Tensor::from_vec(&[n, 1], maxes)?;
     let mut onehot = vec![0f32; n * CLASSES];

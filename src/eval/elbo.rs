@@ -14,12 +14,12 @@
 //! 17 → the UCI digits) and `sigma_1² = beta_1`. Bits per dimension: `L / (D ln 2)`.
 
 use crate::chain::ddpm::{log_normal_interval, Ddpm};
+use crate::engine::{Graph, Tensor};
 use crate::error::{Error, Result};
 use crate::loss::ReverseVariance;
 use crate::rng::NoiseSource;
 use crate::schedule::beta::BetaSchedule;
 use crate::sde::Sde;
-use crate::engine::{Graph, Tensor};
 use crate::train::NetScore;
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2};
 use rand::Rng as _;
@@ -160,7 +160,10 @@ pub fn step_terms(
     let mut times = Vec::with_capacity(n);
     for (r, &i) in steps.iter().enumerate() {
         if i == 0 || i > sc.steps() {
-            return Err(Error::param("step", format!("{i} is not in 1..={}", sc.steps())));
+            return Err(Error::param(
+                "step",
+                format!("{i} is not in 1..={}", sc.steps()),
+            ));
         }
         let (a, s) = (sch.sqrt_alpha_bar(i)?, sch.sqrt_one_minus_alpha_bar(i)?);
         for j in 0..d {
@@ -188,7 +191,10 @@ pub fn step_terms(
         } else {
             let s2 = sc.reverse_variance(i, var)?;
             let bt = sch.posterior_variance(i)?;
-            let (c0, ct) = (sch.posterior_mean_coef_x0(i)?, sch.posterior_mean_coef_xt(i)?);
+            let (c0, ct) = (
+                sch.posterior_mean_coef_x0(i)?,
+                sch.posterior_mean_coef_xt(i)?,
+            );
             let mut r2 = 0.0;
             for j in 0..d {
                 let m = c0 * x0[[r, j]] + ct * xt[[r, j]];
@@ -350,7 +356,9 @@ pub fn net_eps_rows(score: &NetScore, x: ArrayView2<f64>, t: &[f64]) -> Result<A
         let rows = x.slice(s![start..start + m, ..]);
         let xt = Tensor::from_vec(&[m, d], rows.iter().map(|&v| v as f32).collect())?;
         let mut g = Graph::<f32>::inference();
-        let e = score.net.eps(&mut g, &score.store, &xt, &t[start..start + m])?;
+        let e = score
+            .net
+            .eps(&mut g, &score.store, &xt, &t[start..start + m])?;
         for (o, &v) in out
             .slice_mut(s![start..start + m, ..])
             .iter_mut()
@@ -362,4 +370,3 @@ pub fn net_eps_rows(score: &NetScore, x: ArrayView2<f64>, t: &[f64]) -> Result<A
     }
     Ok(out)
 }
-
