@@ -167,6 +167,15 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let ck = a.checkpoint.clone().expect("required by clap");
     let model = load_model(&ck)?;
     if model.score.net.data_dim() == 2 {
+        if let Some(d) = &a.data {
+            return Err(Error::param(
+                "data",
+                format!(
+                    "`{d}` given for a 2-D model of `{}`: --data is for image models",
+                    model.data
+                ),
+            ));
+        }
         return eval_toy(&a, &model);
     }
     eval_images(&a, &model, &ck)

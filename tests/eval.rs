@@ -852,6 +852,84 @@ fn eval_command_reports_clear_errors() {
     assert!(err.contains("nonsense"), "{err}");
 }
 
+/// The digits U-Net configuration of `scoresde train` (8x8, base 32, multipliers (1, 2)).
+fn digits_config(steps: u64) -> scoresde::train::TrainConfig {
+    use scoresde::engine::nn::UNetConfig;
+    use scoresde::engine::optim::AdamConfig;
+    use scoresde::train::{ModelSpec, SdeKind, TrainConfig};
+    TrainConfig {
+        data: "digits".into(),
+        model: ModelSpec::UNet(UNetConfig {
+            in_channels: 1,
+            resolution: 8,
+            base_channels: 32,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attn_resolutions: vec![],
+            groups: 8,
+            temb_in: 32,
+            temb_dim: 128,
+            num_classes: None,
+        }),
+        sde: SdeKind::Vp,
+        ve_sigma_max: 5.0,
+        weighting: scoresde::loss::Weighting::SigmaSquared,
+        adam: AdamConfig {
+            lr: 1e-3,
+            warmup: 100,
+            clip_norm: Some(1.0),
+            ..Default::default()
+        },
+        ema_decay: 0.999,
+        batch: 32,
+        steps,
+        seed: 0,
+        t_eps: 1e-3,
+        checkpoint_every: 1000,
+        max_loss: 1e4,
+    }
+}
+
+/// Data that do not fit the model are one clear error line with exit code 1: a digits model
+/// with MNIST files that do not exist, with a 28x28 classifier (the resolution check), and
+/// without a classifier (the message says how to train one).
+#[test]
+fn eval_command_rejects_wrong_data_for_the_model() {
+    let dir = std::env::temp_dir().join(format!("scoresde-evaldata-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = dir.join("checkpoint.safetensors");
+    scoresde::train::Trainer::new(digits_config(1))
+        .unwrap()
+        .save(&ck)
+        .unwrap();
+    let ck = ck.to_str().unwrap();
+    let (code, err) = run(&[
+        "eval",
+        "--checkpoint",
+        ck,
+        "--data",
+        "mnist:/nonexistent/dir",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/dir"), "{err}");
+    let (code, err) = run(&["eval", "--checkpoint", ck]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--train-classifier"), "{err}");
+    let big = dir.join("clf28.safetensors");
+    let mut store = scoresde::engine::ParamStore::new();
+    let clf = Classifier::new(&mut store, 28, 0).unwrap();
+    save_classifier(&big, &clf, &store, 0.5).unwrap();
+    let (code, err) = run(&[
+        "eval",
+        "--checkpoint",
+        ck,
+        "--classifier",
+        big.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("28x28"), "{err}");
+}
+
 /// MNIST (ignored: needs the IDX files in $MNIST_DIR, default /tmp/mnist, see
 /// ../shared/data.md; ~2 minutes): the classifier trained on the 60,000 training images for
 /// 3000 steps of 64 reaches at least 0.97 accuracy on t10k.
@@ -886,44 +964,11 @@ fn classifier_learns_mnist() {
 #[test]
 #[ignore]
 fn dc49_ode_bits_per_dim_below_elbo_on_digits() {
-    use scoresde::engine::nn::UNetConfig;
-    use scoresde::engine::optim::AdamConfig;
     use scoresde::eval::dequantised::ode_bits_per_dim;
     use scoresde::eval::elbo::net_eps_rows;
-    use scoresde::loss::Weighting;
-    use scoresde::train::{ModelSpec, SdeKind, Source, TrainConfig, Trainer};
+    use scoresde::train::{Source, Trainer};
     let (train, test) = digits::load().unwrap().split(0.1, 1234).unwrap();
-    let config = TrainConfig {
-        data: "digits".into(),
-        model: ModelSpec::UNet(UNetConfig {
-            in_channels: 1,
-            resolution: 8,
-            base_channels: 32,
-            channel_mult: vec![1, 2],
-            num_res_blocks: 1,
-            attn_resolutions: vec![],
-            groups: 8,
-            temb_in: 32,
-            temb_dim: 128,
-            num_classes: None,
-        }),
-        sde: SdeKind::Vp,
-        ve_sigma_max: 5.0,
-        weighting: Weighting::SigmaSquared,
-        adam: AdamConfig {
-            lr: 1e-3,
-            warmup: 100,
-            clip_norm: Some(1.0),
-            ..Default::default()
-        },
-        ema_decay: 0.999,
-        batch: 32,
-        steps: 1000,
-        seed: 0,
-        t_eps: 1e-3,
-        checkpoint_every: 1000,
-        max_loss: 1e4,
-    };
+    let config = digits_config(1000);
     let mut trainer = Trainer::new(config).unwrap();
     trainer
         .train(&Source::Data(train), None, &mut |_| {})
