@@ -15,7 +15,7 @@ use scoresde::rng::{seeded, NoiseSource};
 use scoresde::sampler::corrector::{AnnealedLangevinCorrector, Corrector, NoneCorrector};
 use scoresde::sampler::ddim::ddim_step;
 use scoresde::sampler::ode::{FixedSolver, OdeMethod, ProbabilityFlow};
-use scoresde::sampler::pc::time_grid;
+use scoresde::sampler::pc::{pc_sample, time_grid, PcConfig};
 use scoresde::sampler::predictor::{
     Ancestral, EulerMaruyama, NonePredictor, Predictor, ReverseDiffusion, Step,
 };
@@ -122,32 +122,55 @@ fn corrector() -> AnnealedLangevinCorrector {
     AnnealedLangevinCorrector::new(2.0 * 0.16 * 0.16, 1.0).unwrap()
 }
 
-/// The harness is right: with Euler-Maruyama on VP it reproduces the known weak order 1
-/// (`e(N)/e(2N) -> 2`, within 10% at N = 800), and as N grows every sampler's variance error
-/// falls below 1% at N = 1000 (Ac41, Dc25: exact scores and a fine grid give the data law).
+/// The harness is faithful: `pc_sample` itself (20 000 one-dimensional samples, reverse
+/// diffusion plus one ALD corrector step, VE, N = 25) has sample variance within 5 standard
+/// errors (`V sqrt(2/(n-1))`, false-alarm rate 5.7e-7) of the harness's exact `V_N`, and sample
+/// mean within 5 standard errors of 0. Twin: the harness value of the predictor alone (a
+/// different sampler, 6% off) is rejected by the same check. Then every predictor's exact
+/// variance error is below 2% at N = 1000 (Ac41, Dc25: with exact scores and a fine grid the
+/// reverse SDE yields the data law; what remains is the fixed last step from `t = 1e-3`).
 #[test]
-fn exact_variance_harness_converges_for_every_predictor() {
-    let sde = vp();
-    let e1 = rel_err(&sde, V, &EulerMaruyama, &NoneCorrector, 800, 0);
-    let e2 = rel_err(&sde, V, &EulerMaruyama, &NoneCorrector, 1600, 0);
-    println!(
-        "EM on VP: e(800) = {e1:.3e}, e(1600) = {e2:.3e}, ratio {:.3}",
-        e1 / e2
-    );
-    assert!((e1 / e2 - 2.0).abs() < 0.2);
+fn exact_variance_harness_matches_pc_sample_and_converges() {
+    let sde = ve();
+    let model = gaussian_data(V);
+    let c = corrector();
+    let mut cfg = PcConfig::new(25, 20_000);
+    cfg.corrector_steps = 1;
+    let x = pc_sample(
+        &sde,
+        &model,
+        &ReverseDiffusion,
+        &c,
+        cfg,
+        &mut seeded(60),
+        &mut Silent,
+    )
+    .unwrap()
+    .x;
+    let n = x.nrows() as f64;
+    let m = x.sum() / n;
+    let var = x.mapv(|v| (v - m) * (v - m)).sum() / (n - 1.0);
+    let exact = pc_final_variance(&sde, V, &ReverseDiffusion, &c, 25, 1);
+    let p_only = pc_final_variance(&sde, V, &ReverseDiffusion, &NoneCorrector, 25, 0);
+    let se = |v: f64| v * (2.0 / (n - 1.0)).sqrt();
+    println!("pc_sample variance {var:.5}, harness {exact:.5}, predictor-only harness {p_only:.5}");
+    assert!((var - exact).abs() <= 5.0 * se(exact));
+    assert!(m.abs() <= 5.0 * (exact / n).sqrt());
+    assert!((var - p_only).abs() > 5.0 * se(p_only));
+
     let anc_vp = Ancestral::vp(&vp());
     let anc_ve = Ancestral::ve(&ve());
     let cases: [(&str, &dyn Sde, &dyn Predictor); 5] = [
-        ("EM VP", &sde, &EulerMaruyama),
-        ("RD VP", &sde, &ReverseDiffusion),
-        ("ancestral VP", &sde, &anc_vp),
-        ("RD VE", &ve(), &ReverseDiffusion),
-        ("ancestral VE", &ve(), &anc_ve),
+        ("EM VP", &vp(), &EulerMaruyama),
+        ("RD VP", &vp(), &ReverseDiffusion),
+        ("ancestral VP", &vp(), &anc_vp),
+        ("RD VE", &sde, &ReverseDiffusion),
+        ("ancestral VE", &sde, &anc_ve),
     ];
     for (name, s, p) in cases {
         let e = rel_err(s, V, p, &NoneCorrector, 1000, 0);
         println!("{name}: N = 1000 variance error {e:.3e}");
-        assert!(e < 0.01, "{name}: {e}");
+        assert!(e < 0.02, "{name}: {e}");
     }
 }
 
@@ -186,17 +209,15 @@ const RD_BETTER_MEASURED: (usize, usize) = (0, 10);
 /// 003 §4.2 (ledger Dc42, Dc43, Dc44, Dc03): P(N) = predictor only; PC(N) = one corrector step
 /// per predictor step (2N score evaluations); P(2N); C(2N) = corrector only (identity
 /// predictor, 2N steps). Reverse-diffusion predictor, the ALD corrector above, VE and VP,
-/// N = 25..200, measured exactly on Gaussian data. Prints the table and records the measured
-/// rankings.
+/// N = 25..1000 (the paper's comparison is at N = 1000), measured exactly on Gaussian data.
+/// The outcome is deterministic; the test records it: PC(N) beats P(N) at every N (Dc43,
+/// Dc03), C(2N) is the worst of the three at every N (Dc42), and PC(N) beats P(2N) at equal
+/// score evaluations exactly when N >= 100 (Dc44's "usually": not at 25 and 50 steps).
 #[test]
 fn pc_against_predictor_only_and_corrector_only_on_gaussian_data() {
     let c = corrector();
-    let mut pc_beats_p = 0;
-    let mut pc_beats_p2 = 0;
-    let mut c_worst = 0;
-    let mut total = 0;
     for (name, sde) in [("VE", &ve() as &dyn Sde), ("VP", &vp() as &dyn Sde)] {
-        for n in [25usize, 50, 100, 200] {
+        for n in [25usize, 50, 100, 200, 500, 1000] {
             let p = rel_err(sde, V, &ReverseDiffusion, &NoneCorrector, n, 0);
             let pc = rel_err(sde, V, &ReverseDiffusion, &c, n, 1);
             let p2 = rel_err(sde, V, &ReverseDiffusion, &NoneCorrector, 2 * n, 0);
@@ -206,18 +227,12 @@ fn pc_against_predictor_only_and_corrector_only_on_gaussian_data() {
                 2 * n,
                 2 * n
             );
-            total += 1;
-            pc_beats_p += usize::from(pc < p);
-            pc_beats_p2 += usize::from(pc < p2);
-            c_worst += usize::from(c2 > p2 && c2 > pc);
+            assert!(pc < p, "{name} N = {n}: PC does not improve on P");
+            assert!(c2 > p2 && c2 > pc, "{name} N = {n}: C is not the worst");
+            assert_eq!(pc < p2, n >= 100, "{name} N = {n}: PC vs P(2N) changed");
         }
     }
-    println!("PC(N) < P(N): {pc_beats_p}/{total}; PC(N) < P(2N): {pc_beats_p2}/{total}; C(2N) worst: {c_worst}/{total}");
-    assert_eq!((pc_beats_p, pc_beats_p2, c_worst, total), PC_MEASURED);
 }
-
-/// What `pc_against_predictor_only_and_corrector_only_on_gaussian_data` measured.
-const PC_MEASURED: (usize, usize, usize, usize) = (0, 0, 0, 8);
 
 /// Ledger Dc36: DDPM ancestral sampling (003 eq. 4) is a discretisation of the reverse VP SDE:
 /// at a level time `t` its step and the Euler-Maruyama step of the reverse SDE have the same
@@ -366,5 +381,46 @@ fn fresh_noise_step_is_the_extreme_ddim_member_not_the_posterior() {
         let want = extreme * beta / (lt.std * lt.std);
         assert!((c.sigma * c.sigma - want).abs() <= 1e-12 * want, "t = {t}");
         assert!(c.sigma * c.sigma < extreme, "t = {t}");
+    }
+}
+
+/// Ledger Dc41 (SMLD as PC): the identity predictor with the annealed-Langevin corrector
+/// (`alpha_t = eps sigma_t^2 / sigma_ref^2`, SMLD's step rule with `sigma_ref` the last level's
+/// std, `eps = 0.05 sigma_ref^2`, so `alpha_t = 0.05 sigma_t^2`), 100 VE levels with 100
+/// corrector steps each, samples `N(0, v)`: its exact final variance is within 3% of `v`.
+/// Bound: at each level the Langevin chain's stationary variance exceeds the target by the
+/// factor `1/(1 - alpha/(2 Var_t)) <= 1/(1 - 0.025)` (Bc02), 2.6%; the chain relaxes by
+/// `(1 - alpha/Var_t)^100 <= e^{-5 sigma_t^2/Var_t}` per level. Twin: the same PC run with no
+/// corrector (identity predictor, identity corrector) keeps the prior's variance 100.
+/// DDPM as PC (ancestral predictor, identity corrector) is `ancestral_vp_samples_the_mixture`.
+#[test]
+fn pc_with_identity_predictor_and_annealed_corrector_is_smld() {
+    let sde = ve();
+    let sd_ref = sde.marginal_std(1e-3).unwrap();
+    let c = AnnealedLangevinCorrector::new(0.05 * sd_ref * sd_ref, sd_ref).unwrap();
+    let var = pc_final_variance(&sde, V, &NonePredictor, &c, 100, 100);
+    println!("SMLD as PC: final variance {var:.5} (v = {V})");
+    assert!((var - V).abs() / V < 0.03, "{var}");
+    let none = pc_final_variance(&sde, V, &NonePredictor, &NoneCorrector, 100, 1);
+    assert!((none - 100.0).abs() < 1e-9, "{none}");
+}
+
+/// Record (long; `--ignored`): the exact variance error of every predictor on VP and VE as N
+/// grows to 16 000, with the pc_sample grid (`eps = 1e-3`, the last step from `eps` to 0).
+#[test]
+#[ignore]
+fn variance_error_against_step_count_record() {
+    let anc_vp = Ancestral::vp(&vp());
+    let anc_ve = Ancestral::ve(&ve());
+    for n in [1000usize, 2000, 4000, 8000, 16000] {
+        let e = |s: &dyn Sde, p: &dyn Predictor| rel_err(s, V, p, &NoneCorrector, n, 0);
+        println!(
+            "N = {n}: EM VP {:.3e}, RD VP {:.3e}, anc VP {:.3e}, RD VE {:.3e}, anc VE {:.3e}",
+            e(&vp(), &EulerMaruyama),
+            e(&vp(), &ReverseDiffusion),
+            e(&vp(), &anc_vp),
+            e(&ve(), &ReverseDiffusion),
+            e(&ve(), &anc_ve)
+        );
     }
 }
