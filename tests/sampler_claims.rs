@@ -128,7 +128,10 @@ fn corrector() -> AnnealedLangevinCorrector {
 /// mean within 5 standard errors of 0. Twin: the harness value of the predictor alone (a
 /// different sampler, 6% off) is rejected by the same check. Then every predictor's exact
 /// variance error is below 2% at N = 1000 (Ac41, Dc25: with exact scores and a fine grid the
-/// reverse SDE yields the data law; what remains is the fixed last step from `t = 1e-3`).
+/// reverse SDE yields the data law). The errors do not go to 0: the `eps = 1e-3` grid leaves a
+/// floor of 0.04% (EM) to 0.6% (chain predictors), measured by
+/// `variance_error_against_step_count_record` up to N = 16 000; 2% is that floor plus room for
+/// the O(1/N) term (1.1% at most, measured).
 #[test]
 fn exact_variance_harness_matches_pc_sample_and_converges() {
     let sde = ve();
@@ -424,5 +427,87 @@ fn variance_error_against_step_count_record() {
             e(&ve(), &ReverseDiffusion),
             e(&ve(), &anc_ve)
         );
+    }
+}
+
+/// The probability-flow ODE as a predictor with a fixed discretisation (score_sde's
+/// `ReverseDiffusionPredictor(probability_flow=True)`): with the forward step `x + F + G z` of
+/// `Sde::discretize_level` (as the reverse-diffusion predictor uses), `x - F + ½ G² s(x, t)`,
+/// no noise.
+struct OdePredictor;
+impl Predictor for OdePredictor {
+    fn name(&self) -> &'static str {
+        "pf-ode"
+    }
+    fn step(
+        &self,
+        rsde: &ReverseSde,
+        x: ArrayView2<f64>,
+        step: Step,
+        _noise: &mut dyn NoiseSource,
+    ) -> scoresde::Result<(Array2<f64>, Array2<f64>)> {
+        let (f, g) = rsde
+            .sde()
+            .discretize_level(x, step.t, step.level, step.n_levels)?;
+        let s = rsde.score(x, step.t)?;
+        let out = &x - &f + &(s * (0.5 * g * g));
+        Ok((out.clone(), out))
+    }
+}
+
+/// Ledger Dc54: sampling the PF-ODE with a fixed discretisation is competitive, especially with
+/// a corrector. Exact variance errors on Gaussian data (VE and VP, N = 100, 200, 500, 1000): the
+/// ODE predictor alone converges (its error falls at every doubling of N), and adding one ALD
+/// corrector step per step lowers the error at every N (recorded, deterministic; with the
+/// corrector it is below reverse diffusion's on VE at every N). Twin: the ODE predictor
+/// without the ½ (the reverse-SDE drift with no noise) over-contracts: its error exceeds 50%.
+#[test]
+fn fixed_step_pf_ode_with_and_without_corrector_on_gaussian_data() {
+    let c = corrector();
+    for (name, sde) in [("VE", &ve() as &dyn Sde), ("VP", &vp() as &dyn Sde)] {
+        let mut last = f64::INFINITY;
+        for n in [100usize, 200, 500, 1000] {
+            let p = rel_err(sde, V, &OdePredictor, &NoneCorrector, n, 0);
+            assert!(p < last, "{name} N = {n}: ODE error does not fall");
+            last = p;
+            let pc = rel_err(sde, V, &OdePredictor, &c, n, 1);
+            let rd = rel_err(sde, V, &ReverseDiffusion, &NoneCorrector, n, 0);
+            println!(
+                "{name} N = {n}: ODE {p:.3e}, ODE + corrector {pc:.3e}, reverse diffusion {rd:.3e}"
+            );
+            assert!(
+                pc < p,
+                "{name} N = {n}: the corrector does not help the ODE"
+            );
+            if name == "VE" {
+                assert!(
+                    pc < rd,
+                    "VE N = {n}: ODE + corrector vs reverse diffusion changed"
+                );
+            }
+        }
+        // Twin: drop the ½ (the drift of the reverse SDE without its noise).
+        let model = gaussian_data(V);
+        let rsde = ReverseSde::new(sde, &model);
+        let grid = time_grid(sde.t_end(), 1e-3, 1000).unwrap();
+        let mut var = sde.prior_std().powi(2);
+        for i in 0..1000 {
+            let step = Step {
+                t: grid[i],
+                dt: grid[i] - grid[i + 1],
+                level: 999 - i,
+                n_levels: 1000,
+            };
+            let (a, _, _) = linear_coefficients(|x, _| {
+                let (f, g) = sde.discretize_level(x, step.t, step.level, 1000).unwrap();
+                let s = rsde.score(x, step.t).unwrap();
+                let out = &x - &f + &(s * (g * g));
+                (out.clone(), out)
+            });
+            var *= a * a;
+        }
+        let twin = (var - V).abs() / V;
+        println!("{name}: ODE without the ½: error {twin:.3e}");
+        assert!(twin > 0.5);
     }
 }
