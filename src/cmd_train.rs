@@ -8,11 +8,12 @@ use scoresde::engine::checkpoint;
 use scoresde::engine::nn::{MlpConfig, UNetConfig};
 use scoresde::engine::optim::AdamConfig;
 use scoresde::engine::ParamStore;
-use scoresde::loss::Weighting;
+use scoresde::loss::{Prediction, Weighting};
 use scoresde::plot::{image_grid, line_plot, scatter_over_density, View};
 use scoresde::rng::seeded;
 use scoresde::train::net::json_field;
 use scoresde::train::sample::reverse_diffusion;
+use scoresde::train::{Objective, TimeSampling};
 use scoresde::train::{ModelSpec, Net, NetScore, RunDir, SdeKind, Source, TrainConfig, Trainer};
 use scoresde::{stats, Error, Result};
 use std::io::IsTerminal;
@@ -36,6 +37,35 @@ pub enum WeightArg {
     Likelihood,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ObjectiveArg {
+    /// Continuous-time denoising score matching for the SDE (003 eq. 7).
+    Dsm,
+    /// Sliced score matching on samples of p_t: no kernel score needed (003 section 3.3).
+    Ssm,
+    /// DDPM L_simple over the 1000-step linear-beta chain (Algorithm 1); see --prediction.
+    Ddpm,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PredictionArg {
+    /// The noise eps (Ho et al.).
+    Eps,
+    /// The clean data x0.
+    X0,
+    /// The velocity v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho).
+    V,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TSamplingArg {
+    /// t uniform on [t_eps, 1].
+    Uniform,
+    /// t drawn proportionally to the loss weight lambda(t)/sigma(t)^2, each row reweighted by
+    /// u(t)/q(t): the same expected loss, far less variance for the likelihood weighting.
+    Importance,
+}
+
 /// Options of `scoresde train`.
 #[derive(Args)]
 pub struct TrainArgs {
@@ -45,13 +75,13 @@ pub struct TrainArgs {
     /// /usr/share/datasets/fashion-mnist).
     #[arg(long, default_value = "digits")]
     data: String,
-    /// Optimiser steps [default: 3000 for toys, 2500 for digits, 20000 for 28x28].
+    /// Optimiser steps [default: 20000 for toys, 2500 for digits, 20000 for 28x28].
     #[arg(long)]
     steps: Option<u64>,
     /// Batch size [default: 256 for toys, 32 for images].
     #[arg(long)]
     batch: Option<usize>,
-    /// Peak learning rate of Adam [default: 5e-3 for toys, 1e-3 for images].
+    /// Peak learning rate of Adam [default: 2e-3 for toys, 1e-3 for images].
     #[arg(long)]
     lr: Option<f64>,
     /// Linear learning-rate warm-up steps.
@@ -60,7 +90,7 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this value.
     #[arg(long, default_value_t = 1.0)]
     clip: f64,
-    /// EMA decay of the parameters used for sampling [default: 0.99 for toys, 0.999 for images].
+    /// EMA decay of the parameters used for sampling [default: 0.999].
     #[arg(long)]
     ema: Option<f64>,
     /// The forward SDE.
@@ -69,9 +99,18 @@ pub struct TrainArgs {
     /// sigma_max of the VE SDE (about the largest distance between data points).
     #[arg(long, default_value_t = 5.0)]
     ve_sigma_max: f64,
-    /// The DSM weighting lambda(t).
-    #[arg(long, value_enum, default_value_t = WeightArg::Sigma2)]
-    weighting: WeightArg,
+    /// The objective.
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Dsm)]
+    objective: ObjectiveArg,
+    /// What the network predicts under --objective ddpm (dsm and ssm always predict eps).
+    #[arg(long, value_enum, default_value_t = PredictionArg::Eps)]
+    prediction: PredictionArg,
+    /// The weighting lambda(t) of dsm/ssm [default: likelihood for toys, sigma2 for images].
+    #[arg(long, value_enum)]
+    weighting: Option<WeightArg>,
+    /// How dsm/ssm draw the time t [default: importance for toys, uniform for images].
+    #[arg(long, value_enum)]
+    t_sampling: Option<TSamplingArg>,
     /// MLP width (2-D data).
     #[arg(long, default_value_t = 128)]
     width: usize,
@@ -186,6 +225,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
     };
     let big = !is_toy && model.data_dim() > 64;
+    let is_ddpm = matches!(a.objective, ObjectiveArg::Ddpm);
     let config = TrainConfig {
         data: name.clone(),
         model,
@@ -196,19 +236,36 @@ pub fn train(a: TrainArgs) -> Result<()> {
         },
         ve_sigma_max: a.ve_sigma_max,
         weighting: match a.weighting {
-            WeightArg::Sigma2 => Weighting::SigmaSquared,
-            WeightArg::Likelihood => Weighting::Likelihood,
+            Some(WeightArg::Sigma2) => Weighting::SigmaSquared,
+            Some(WeightArg::Likelihood) => Weighting::Likelihood,
+            None if is_toy && !is_ddpm => Weighting::Likelihood,
+            None => Weighting::SigmaSquared,
+        },
+        objective: match a.objective {
+            ObjectiveArg::Dsm => Objective::Dsm,
+            ObjectiveArg::Ssm => Objective::Ssm,
+            ObjectiveArg::Ddpm => Objective::Ddpm(match a.prediction {
+                PredictionArg::Eps => Prediction::Eps,
+                PredictionArg::X0 => Prediction::X0,
+                PredictionArg::V => Prediction::V,
+            }),
+        },
+        time_sampling: match a.t_sampling {
+            Some(TSamplingArg::Uniform) => TimeSampling::Uniform,
+            Some(TSamplingArg::Importance) => TimeSampling::Importance,
+            None if is_toy && !is_ddpm => TimeSampling::Importance,
+            None => TimeSampling::Uniform,
         },
         adam: AdamConfig {
-            lr: a.lr.unwrap_or(if is_toy { 5e-3 } else { 1e-3 }),
+            lr: a.lr.unwrap_or(if is_toy { 2e-3 } else { 1e-3 }),
             warmup: a.warmup,
             clip_norm: Some(a.clip),
             ..Default::default()
         },
-        ema_decay: a.ema.unwrap_or(if is_toy { 0.99 } else { 0.999 }),
+        ema_decay: a.ema.unwrap_or(0.999),
         batch: a.batch.unwrap_or(if is_toy { 256 } else { 32 }),
         steps: a.steps.unwrap_or(if is_toy {
-            3000
+            20000
         } else if big {
             20000
         } else {
