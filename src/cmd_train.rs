@@ -4,17 +4,14 @@ use clap::{Args, ValueEnum};
 use ndarray::{Array2, Axis};
 use scoresde::data::idx::{self, Split};
 use scoresde::data::{digits, Dataset, Toy};
-use scoresde::engine::checkpoint;
 use scoresde::engine::nn::{MlpConfig, UNetConfig};
 use scoresde::engine::optim::AdamConfig;
-use scoresde::engine::ParamStore;
 use scoresde::loss::{Prediction, Weighting};
 use scoresde::plot::{image_grid, line_plot, scatter_over_density, View};
 use scoresde::rng::seeded;
-use scoresde::train::net::json_field;
 use scoresde::train::sample::reverse_diffusion;
 use scoresde::train::{Objective, TimeSampling};
-use scoresde::train::{ModelSpec, Net, NetScore, RunDir, SdeKind, Source, TrainConfig, Trainer};
+use scoresde::train::{ModelSpec, NetScore, RunDir, SdeKind, Source, TrainConfig, Trainer};
 use scoresde::{stats, Error, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -138,24 +135,32 @@ pub struct TrainArgs {
     resume: bool,
 }
 
-enum Data {
+/// Training or evaluation data.
+pub enum Data {
     Toy(Toy),
     Images(Dataset, &'static str),
 }
 
-fn load_data(spec: &str) -> Result<Data> {
+/// The data called `spec`; with `held_out`, the evaluation part (the test split of IDX
+/// files, the 10% of the digits that `train` holds out).
+pub fn load_data(spec: &str, held_out: bool) -> Result<Data> {
+    let split = if held_out { Split::Test } else { Split::Train };
     if spec == "digits" {
-        return Ok(Data::Images(digits::load()?, "digits"));
+        let d = digits::load()?;
+        return Ok(Data::Images(
+            if held_out { d.split(0.1, DIGITS_SPLIT_SEED)?.1 } else { d },
+            "digits",
+        ));
     }
     if let Some(dir) = spec.strip_prefix("mnist:") {
         return Ok(Data::Images(
-            idx::load_mnist_dir(Path::new(dir), Split::Train)?,
+            idx::load_mnist_dir(Path::new(dir), split)?,
             "mnist",
         ));
     }
     if spec == "fashion" {
         return Ok(Data::Images(
-            idx::load_mnist_dir(Path::new(idx::FASHION_MNIST_DIR), Split::Train).map_err(|e| {
+            idx::load_mnist_dir(Path::new(idx::FASHION_MNIST_DIR), split).map_err(|e| {
                 Error::Data(format!(
                     "{e} (install Debian's dataset-fashion-mnist or use mnist:DIR)"
                 ))
@@ -194,8 +199,11 @@ fn unet_for(res: usize, base: usize) -> UNetConfig {
     }
 }
 
+/// Seed of the 90/10 split of image data into training and held-out parts.
+const DIGITS_SPLIT_SEED: u64 = 1234;
+
 pub fn train(a: TrainArgs) -> Result<()> {
-    let data = load_data(&a.data)?;
+    let data = load_data(&a.data, false)?;
     let is_toy = matches!(data, Data::Toy(_));
     let (model, source, name) = match data {
         Data::Toy(t) => (
@@ -216,7 +224,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
                 )));
             }
             // Hold out 10% (seeded) for evaluation; train on the rest.
-            let (train, _held_out) = d.split(0.1, 1234)?;
+            let (train, _held_out) = d.split(0.1, DIGITS_SPLIT_SEED)?;
             (
                 ModelSpec::UNet(unet_for(shape.height, a.base)),
                 Source::Data(train),
@@ -387,6 +395,30 @@ fn write_samples(
         "sampled {n} points with {steps} reverse-diffusion steps in {:.1?}",
         t0.elapsed()
     );
+    write_outputs(&x, source, seed, png, raw, None)
+}
+
+/// Writes samples `x`: a PNG (2-D points over the toy's density with an energy two-sample
+/// test against exact draws of the toy; images as a grid), optionally a CSV (one row per
+/// sample) and a raw little-endian `f32` file (row-major, `n × d`).
+pub fn write_outputs(
+    x: &Array2<f64>,
+    source: &Source,
+    seed: u64,
+    png: &Path,
+    raw: Option<&Path>,
+    raw_f32: Option<&Path>,
+) -> Result<()> {
+    let n = x.nrows();
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite("the samples contain NaN or infinity".into()));
+    }
+    if let Some(p) = raw_f32 {
+        let bytes: Vec<u8> = x.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+        std::fs::write(p, bytes)
+            .map_err(|e| Error::Data(format!("{}: {e}", p.display())))?;
+        println!("wrote {} ({n} x {} little-endian f32)", p.display(), x.ncols());
+    }
     if let Some(p) = raw {
         let mut s = String::new();
         for r in x.rows() {
@@ -398,7 +430,7 @@ fn write_samples(
             );
             s.push('\n');
         }
-        std::fs::write(p, s)?;
+        std::fs::write(p, s).map_err(|e| Error::Data(format!("{}: {e}", p.display())))?;
         println!("wrote {}", p.display());
     }
     if x.ncols() == 2 {
@@ -446,77 +478,3 @@ fn write_samples(
     Ok(())
 }
 
-pub fn sample(
-    checkpoint_path: &Path,
-    n: usize,
-    steps: usize,
-    seed: u64,
-    out: Option<PathBuf>,
-    raw: Option<PathBuf>,
-) -> Result<()> {
-    if n == 0 {
-        return Err(Error::param("samples", "need at least 1"));
-    }
-    let bytes = std::fs::read(checkpoint_path)
-        .map_err(|e| Error::Checkpoint(format!("{}: {e}", checkpoint_path.display())))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-        Error::Checkpoint(format!(
-            "{}: not a checkpoint: {e}",
-            checkpoint_path.display()
-        ))
-    })?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let model_json = meta.get("model_config").ok_or_else(|| {
-        Error::Checkpoint(format!("{}: no model_config", checkpoint_path.display()))
-    })?;
-    let train_json = meta.get("train_config").cloned().unwrap_or_default();
-    let spec = ModelSpec::from_json(model_json)?;
-    let sde_kind = match json_field(&train_json, "sde") {
-        Some("subvp") => SdeKind::SubVp,
-        Some("ve") => SdeKind::Ve,
-        _ => SdeKind::Vp,
-    };
-    let ve_max = json_field(&train_json, "ve_sigma_max")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5.0);
-    let sde = sde_kind.build(ve_max)?;
-    let mut store = ParamStore::<f32>::new();
-    let net = Net::new(&spec, &mut store, 0)?;
-    // Sample with the EMA parameters when the file has them.
-    let mut ema = scoresde::engine::optim::Ema::new(&store, 0.0)?;
-    let has_ema = meta.contains_key("ema.decay");
-    checkpoint::from_safetensors(
-        &bytes,
-        &mut store,
-        None,
-        if has_ema { Some(&mut ema) } else { None },
-    )
-    .map_err(|e| Error::Checkpoint(format!("{}: {e}", checkpoint_path.display())))?;
-    let params = if has_ema {
-        ema.averaged(&store)?
-    } else {
-        store
-    };
-    let score = NetScore::new(net, params);
-    let png =
-        out.unwrap_or_else(|| checkpoint_path.with_file_name(format!("samples-seed{seed}.png")));
-    // A 2-D model trained on a toy is plotted over its density and tested against exact draws.
-    let source = match json_field(&train_json, "data").map(Toy::from_name) {
-        Some(Ok(t)) if spec.data_dim() == 2 => Source::Toy(t),
-        _ => Source::Data(Dataset::new(
-            Array2::zeros((1, spec.data_dim())),
-            None,
-            None,
-        )?),
-    };
-    write_samples(
-        &source,
-        sde.as_ref(),
-        &score,
-        n,
-        steps,
-        seed,
-        &png,
-        raw.as_deref(),
-    )
-}
