@@ -260,8 +260,7 @@ fn run(a: &SampleArgs, m: &Loaded) -> Result<(Array2<f64>, usize)> {
             let adapter = NoiseLevelAdapter { sde, model: &m.score };
             let lo = adapter.ratio(sde.t_eps());
             let hi = adapter.ratio(sde.t_end()).min(80.0);
-            let mut sigmas = karras_sigmas(steps, lo, hi, 7.0)?;
-            sigmas.push(0.0);
+            let sigmas = karras_sigmas(steps, lo, hi, 7.0)?;
             let x = edm_sample(&adapter, n, &sigmas, noise, &mut Silent)?;
             Ok((x, 2 * steps - 1))
         }

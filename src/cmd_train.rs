@@ -14,6 +14,8 @@ use scoresde::train::{Objective, TimeSampling};
 use scoresde::train::{ModelSpec, NetScore, RunDir, SdeKind, Source, TrainConfig, Trainer};
 use scoresde::{stats, Error, Result};
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -295,6 +297,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         None
     };
     let run = RunDir::open(&out, &trainer.config.to_json(), resume_step)?;
+    // Ctrl-C: finish the current step, check and save the state, and exit cleanly.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| Error::param("ctrl-c", format!("cannot install the handler: {e}")))?;
+    }
+    trainer.stop = Some(stop.clone());
     let n_params: usize = trainer.store.num_elements();
     eprintln!(
         "training {} ({n_params} parameters) on {name}: {} steps, batch {}, {} SDE -> {}",
@@ -352,6 +362,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         line_plot(&out.join("loss.png"), &hist, true, 50, 640, 360)?;
     }
     result?;
+    if trainer.step_count() < total {
+        println!(
+            "interrupted: saved the state after step {} to {}; continue with the same options and --resume",
+            trainer.step_count(),
+            run.checkpoint_path().display()
+        );
+        return Ok(());
+    }
     let train_time = started.elapsed();
     println!(
         "trained {} steps in {:.1?} ({:.1} steps/s); final smoothed loss {smooth:.4}",

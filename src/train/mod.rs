@@ -23,6 +23,8 @@ use ndarray::{Array2, Axis};
 use rand::Rng as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub mod config;
@@ -98,6 +100,9 @@ pub struct Trainer {
     sde: Box<dyn Sde>,
     importance: Option<ImportanceTime>,
     chain: Option<BetaSchedule>,
+    /// When set (e.g. by a Ctrl-C handler), [`Trainer::train`] stops after the current step,
+    /// checks and checkpoints the state as at the end of a run, and returns `Ok`.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Relative step `c` of the central difference in sliced score matching: `h = c sigma(t)`.
@@ -139,6 +144,7 @@ impl Trainer {
             sde,
             importance,
             chain,
+            stop: None,
         })
     }
 
@@ -325,6 +331,9 @@ impl Trainer {
         let mut rows: Vec<String> = Vec::new();
         let total = self.config.steps;
         while self.step_count() < total {
+            if self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                break;
+            }
             let k = self.step_count() + 1;
             let (g, l) = self.loss_at(k, source)?;
             let lv = l.item() as f64;
