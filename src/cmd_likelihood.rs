@@ -94,7 +94,9 @@ pub fn likelihood(a: LikelihoodArgs) -> Result<()> {
                 let ent = lp.mapv(|v| -v);
                 let (me, se) = mean_se(&ent);
                 let (mg, sg) = mean_se(&(&nll - &ent));
-                println!("true entropy (-mean log p_data on the same points): {me:.4} +- {se:.4} nats");
+                println!(
+                    "true entropy (-mean log p_data on the same points): {me:.4} +- {se:.4} nats"
+                );
                 println!("gap NLL - entropy (paired): {mg:.4} +- {sg:.4} nats (KL(p_data || p_model) >= 0 in expectation)");
             } else {
                 println!("({spec} has no closed-form density: no entropy to compare with)");

@@ -45,9 +45,12 @@ pub fn read_metadata(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String
 pub fn load(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| bad(path, e))?;
     let meta = read_metadata(path, &bytes)?;
-    let model_json = meta
-        .get("model_config")
-        .ok_or_else(|| bad(path, "no model_config: not a checkpoint written by `scoresde train`"))?;
+    let model_json = meta.get("model_config").ok_or_else(|| {
+        bad(
+            path,
+            "no model_config: not a checkpoint written by `scoresde train`",
+        )
+    })?;
     let train_json = meta.get("train_config").cloned().unwrap_or_default();
     let spec = ModelSpec::from_json(model_json).map_err(|e| bad(path, e))?;
     let sde_kind = match json_field(&train_json, "sde") {

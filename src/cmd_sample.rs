@@ -208,7 +208,11 @@ fn run(a: &SampleArgs, m: &Loaded) -> Result<(Array2<f64>, usize)> {
         SamplerArg::Em => pc(&EulerMaruyama, 0, noise),
         SamplerArg::Pc => pc(&ReverseDiffusion, a.corrector_steps, noise),
         SamplerArg::Ancestral => match m.sde_kind {
-            SdeKind::Vp => pc(&Ancestral::vp(&VpSde::new(Default::default(), steps)?), 0, noise),
+            SdeKind::Vp => pc(
+                &Ancestral::vp(&VpSde::new(Default::default(), steps)?),
+                0,
+                noise,
+            ),
             SdeKind::Ve => {
                 let ve = VeSde::new(
                     scoresde::schedule::continuous::GeometricSigma::new(0.01, m.ve_sigma_max)?,
@@ -222,7 +226,10 @@ fn run(a: &SampleArgs, m: &Loaded) -> Result<(Array2<f64>, usize)> {
             )),
         },
         SamplerArg::Langevin => {
-            let adapter = NoiseLevelAdapter { sde, model: &m.score };
+            let adapter = NoiseLevelAdapter {
+                sde,
+                model: &m.score,
+            };
             let lo = adapter.ratio(sde.t_eps());
             let hi = adapter.ratio(sde.t_end()).min(1e3);
             let sigmas = SigmaSequence::geometric(hi, lo, steps)?;
@@ -257,7 +264,10 @@ fn run(a: &SampleArgs, m: &Loaded) -> Result<(Array2<f64>, usize)> {
         SamplerArg::OdeRk4 => ode(OdeMethod::Fixed(FixedSolver::Rk4, steps), noise),
         SamplerArg::OdeRk45 => ode(OdeMethod::Rk45(Rk45Options::new(a.rtol, a.atol)?), noise),
         SamplerArg::Edm => {
-            let adapter = NoiseLevelAdapter { sde, model: &m.score };
+            let adapter = NoiseLevelAdapter {
+                sde,
+                model: &m.score,
+            };
             let lo = adapter.ratio(sde.t_eps());
             let hi = adapter.ratio(sde.t_end()).min(80.0);
             let sigmas = karras_sigmas(steps, lo, hi, 7.0)?;
@@ -304,7 +314,11 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let m = load(&a.checkpoint)?;
     let t0 = std::time::Instant::now();
     let (x, nfe) = run(&a, &m)?;
-    let name = a.sampler.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+    let name = a
+        .sampler
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
     println!(
         "sampled {} points with {name} ({nfe} model calls per sample) in {:.1?}",
         a.samples,
@@ -317,7 +331,18 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     // A 2-D model trained on a toy is plotted over its density and tested against exact draws.
     let source = match Toy::from_name(&m.data) {
         Ok(t) if m.score.net.data_dim() == 2 => Source::Toy(t),
-        _ => Source::Data(Dataset::new(Array2::zeros((1, m.score.net.data_dim())), None, None)?),
+        _ => Source::Data(Dataset::new(
+            Array2::zeros((1, m.score.net.data_dim())),
+            None,
+            None,
+        )?),
     };
-    write_outputs(&x, &source, a.seed, &png, a.raw.as_deref(), a.raw_f32.as_deref())
+    write_outputs(
+        &x,
+        &source,
+        a.seed,
+        &png,
+        a.raw.as_deref(),
+        a.raw_f32.as_deref(),
+    )
 }

@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_scoresde");
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run the binary")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run the binary")
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -28,7 +31,10 @@ fn fails_clearly(args: &[&str], needle: &str) {
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{args:?}: not one line: {err}");
     assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
-    assert!(lines[0].contains(needle), "{args:?}: `{needle}` not in {err}");
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: `{needle}` not in {err}"
+    );
 }
 
 /// Argument-parser errors (unknown option or value): exit code 2, stderr starting with
@@ -47,7 +53,14 @@ fn every_subcommand_has_help() {
     let top = run(&["--help"]);
     assert!(top.status.success());
     let text = String::from_utf8_lossy(&top.stdout).to_string();
-    for sub in ["demo", "train", "sample", "likelihood", "inspect", "schedule"] {
+    for sub in [
+        "demo",
+        "train",
+        "sample",
+        "likelihood",
+        "inspect",
+        "schedule",
+    ] {
         assert!(text.contains(sub), "top-level help lacks {sub}");
         let out = run(&[sub, "--help"]);
         let help = String::from_utf8_lossy(&out.stdout);
@@ -55,11 +68,24 @@ fn every_subcommand_has_help() {
         assert!(help.contains("Usage:"), "{sub} --help: {help}");
     }
     let train = String::from_utf8_lossy(&run(&["train", "--help"]).stdout).to_string();
-    for opt in ["--objective", "--prediction", "--t-sampling", "--weighting", "--resume"] {
+    for opt in [
+        "--objective",
+        "--prediction",
+        "--t-sampling",
+        "--weighting",
+        "--resume",
+    ] {
         assert!(train.contains(opt), "train --help lacks {opt}");
     }
     let sample = String::from_utf8_lossy(&run(&["sample", "--help"]).stdout).to_string();
-    for opt in ["--sampler", "--snr", "--eta", "--spacing", "--rtol", "--raw-f32"] {
+    for opt in [
+        "--sampler",
+        "--snr",
+        "--eta",
+        "--spacing",
+        "--rtol",
+        "--raw-f32",
+    ] {
         assert!(sample.contains(opt), "sample --help lacks {opt}");
     }
 }
@@ -71,21 +97,43 @@ fn bad_arguments_and_missing_files_fail_clearly() {
     let out = dir.join("run");
     let out = out.to_str().unwrap();
     fails_clearly(&["train", "--data", "nosuch", "--out", out], "nosuch");
-    fails_clearly(&["train", "--data", "ring8", "--steps", "0", "--out", out], "steps");
-    fails_clearly(&["train", "--data", "ring8", "--ema", "1.5", "--out", out], "ema");
     fails_clearly(
-        &["train", "--data", "ring8", "--objective", "ddpm", "--sde", "ve", "--out", out],
+        &["train", "--data", "ring8", "--steps", "0", "--out", out],
+        "steps",
+    );
+    fails_clearly(
+        &["train", "--data", "ring8", "--ema", "1.5", "--out", out],
+        "ema",
+    );
+    fails_clearly(
+        &[
+            "train",
+            "--data",
+            "ring8",
+            "--objective",
+            "ddpm",
+            "--sde",
+            "ve",
+            "--out",
+            out,
+        ],
         "ddpm",
     );
     fails_clearly(
         &["train", "--data", "mnist:/nonexistent/dir", "--out", out],
         "/nonexistent/dir",
     );
-    fails_clearly(&["train", "--data", "ring8", "--resume", "--out", out], "checkpoint");
+    fails_clearly(
+        &["train", "--data", "ring8", "--resume", "--out", out],
+        "checkpoint",
+    );
     let missing = dir.join("missing.safetensors");
     let missing = missing.to_str().unwrap();
     fails_clearly(&["sample", "--checkpoint", missing], "missing.safetensors");
-    fails_clearly(&["likelihood", "--checkpoint", missing], "missing.safetensors");
+    fails_clearly(
+        &["likelihood", "--checkpoint", missing],
+        "missing.safetensors",
+    );
     fails_clearly(&["inspect", missing], "missing.safetensors");
     fails_clearly(&["schedule", "--every", "0"], "every");
     rejected_by_parser(&["train", "--objective", "nosuch"]);
@@ -108,8 +156,14 @@ fn corrupt_and_foreign_checkpoints_fail_clearly() {
     std::fs::write(&trunc, 500u64.to_le_bytes()).unwrap();
     for f in [&junk, &trunc] {
         let p = f.to_str().unwrap();
-        fails_clearly(&["sample", "--checkpoint", p], "not a safetensors checkpoint");
-        fails_clearly(&["likelihood", "--checkpoint", p], "not a safetensors checkpoint");
+        fails_clearly(
+            &["sample", "--checkpoint", p],
+            "not a safetensors checkpoint",
+        );
+        fails_clearly(
+            &["likelihood", "--checkpoint", p],
+            "not a safetensors checkpoint",
+        );
         fails_clearly(&["inspect", p], "not a safetensors checkpoint");
     }
     // A well-formed safetensors file with one tensor and no metadata.
@@ -125,7 +179,10 @@ fn corrupt_and_foreign_checkpoints_fail_clearly() {
     let out = run(&["inspect", p]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("x") && text.contains("F32") && text.contains("not written by"), "{text}");
+    assert!(
+        text.contains("x") && text.contains("F32") && text.contains("not written by"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -137,7 +194,9 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let dir = tempdir("ctrlc");
     let out = dir.join("run");
     let child = Command::new(BIN)
-        .args(["train", "--data", "ring8", "--width", "16", "--steps", "10000000", "--out"])
+        .args([
+            "train", "--data", "ring8", "--width", "16", "--steps", "10000000", "--out",
+        ])
         .arg(&out)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -159,7 +218,11 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     assert!(st.success());
     let res = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&res.stdout);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert!(text.contains("interrupted"), "{text}");
     let ck = out.join("checkpoint.safetensors");
     let info = run(&["inspect", ck.to_str().unwrap()]);

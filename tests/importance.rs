@@ -9,11 +9,11 @@
 //! The exact `L` comes from composite Simpson quadrature in `u = ln t` (200,000 panels; the
 //! integrand `t w l` is smooth in `u`, error far below 1e-8 relative).
 
+use rand::Rng as _;
 use scoresde::loss::Weighting;
 use scoresde::rng::seeded;
 use scoresde::sde::{Sde, SubVpSde, VeSde, VpSde};
 use scoresde::train::importance::{eps_weight, ImportanceTime};
-use rand::Rng as _;
 
 const T_EPS: f64 = 1e-3;
 /// Two-sided normal quantile for a false-alarm rate of 1e-5 per check.
@@ -64,7 +64,10 @@ fn monte_carlo(n: usize, mut f: impl FnMut() -> f64) -> (f64, f64) {
 fn importance_sampled_loss_is_unbiased_and_the_unweighted_twin_is_not() {
     let sdes: Vec<(&str, Box<dyn Sde>)> = vec![
         ("vp", Box::new(VpSde::default())),
-        ("subvp", Box::new(SubVpSde::new(Default::default(), 1000).unwrap())),
+        (
+            "subvp",
+            Box::new(SubVpSde::new(Default::default(), 1000).unwrap()),
+        ),
         (
             "ve",
             Box::new(

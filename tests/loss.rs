@@ -292,14 +292,16 @@ fn ssm_eps_form_equals_score_form() {
     let ep = normal(41, n, d);
     let em = &ep + &(normal(42, n, d) * 0.1);
     let v = normal(43, n, d);
-    let sigma: Vec<f64> = (0..n).map(|i| 0.01 * 100f64.powf(i as f64 / (n - 1) as f64)).collect();
+    let sigma: Vec<f64> = (0..n)
+        .map(|i| 0.01 * 100f64.powf(i as f64 / (n - 1) as f64))
+        .collect();
     let lambda: Vec<f64> = (0..n).map(|i| 0.5 + (i % 5) as f64).collect();
     let c = 0.05;
     let mut sp = ep.clone();
     let mut sm = em.clone();
-    for i in 0..n {
-        sp.row_mut(i).mapv_inplace(|e| -e / sigma[i]);
-        sm.row_mut(i).mapv_inplace(|e| -e / sigma[i]);
+    for (i, &sg) in sigma.iter().enumerate() {
+        sp.row_mut(i).mapv_inplace(|e| -e / sg);
+        sm.row_mut(i).mapv_inplace(|e| -e / sg);
     }
     let h: Vec<f64> = sigma.iter().map(|s| c * s).collect();
     // The score form in f64, directly from its formula.
@@ -314,11 +316,16 @@ fn ssm_eps_form_equals_score_form() {
         loss::sliced_score_matching_weighted(g, &tensor(&sp), &tensor(&sm), &v, &h, &lambda)
     });
     close(score_form, want);
-    let w: Vec<f64> = lambda.iter().zip(&sigma).map(|(l, s)| l / (s * s)).collect();
+    let w: Vec<f64> = lambda
+        .iter()
+        .zip(&sigma)
+        .map(|(l, s)| l / (s * s))
+        .collect();
     let eps_form =
         eval(|g| loss::sliced_score_matching_eps(g, &tensor(&ep), &tensor(&em), &v, c, &w));
     close(eps_form, want);
-    let wrong = eval(|g| loss::sliced_score_matching_eps(g, &tensor(&ep), &tensor(&em), &v, c, &lambda));
+    let wrong =
+        eval(|g| loss::sliced_score_matching_eps(g, &tensor(&ep), &tensor(&em), &v, c, &lambda));
     assert!(
         (wrong - want).abs() > 0.1 * want.abs(),
         "weights lambda instead of lambda/sigma^2 should differ: {wrong} vs {want}"

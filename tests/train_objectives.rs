@@ -103,7 +103,10 @@ fn every_objective_resumes_bit_identically() {
         c.resume(&rb.checkpoint_path()).unwrap();
         c.train(&src, None, &mut |_| {}).unwrap();
         assert_eq!(c.step_count(), 300, "{tag}");
-        assert!(state_bits(&a) == state_bits(&c), "{tag}: resumed run differs");
+        assert!(
+            state_bits(&a) == state_bits(&c),
+            "{tag}: resumed run differs"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -125,7 +128,8 @@ fn two_sample_p(x: &Array2<f64>, toy: Toy, seed: u64) -> f64 {
 #[test]
 fn ddpm_algorithm1_trains_a_chain_that_ancestral_sampling_inverts() {
     let mut t = Trainer::new(config(Objective::Ddpm(Prediction::Eps), 64, 4000)).unwrap();
-    t.train(&Source::Toy(Toy::Lopsided), None, &mut |_| {}).unwrap();
+    t.train(&Source::Toy(Toy::Lopsided), None, &mut |_| {})
+        .unwrap();
     let model = t.score_model().unwrap().for_chain(DDPM_STEPS);
     let sampler = DdpmSampler::new(ddpm_schedule().unwrap(), ReverseVariance::Beta);
     let x = sampler
@@ -138,7 +142,10 @@ fn ddpm_algorithm1_trains_a_chain_that_ancestral_sampling_inverts() {
         .sample(&wrong, 500, &mut seeded(21), &mut Silent)
         .unwrap();
     let q = two_sample_p(&y, Toy::Lopsided, 22);
-    assert!(q <= 0.01, "the wrongly timed sampler was not rejected: p = {q}");
+    assert!(
+        q <= 0.01,
+        "the wrongly timed sampler was not rejected: p = {q}"
+    );
 }
 
 /// Ledger Dc31 (003 section 3.3): sliced score matching on samples of `p_t` (drawn through
@@ -192,7 +199,11 @@ fn ring8_quality_target_end_to_end() {
     let secs = started.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     println!("{text}");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let trained: f64 = text
         .lines()
         .find(|l| l.starts_with("trained"))
@@ -213,7 +224,11 @@ fn ring8_quality_target_end_to_end() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     println!("{text}");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let gap: f64 = text
         .lines()
         .find(|l| l.starts_with("gap"))

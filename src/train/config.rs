@@ -1,9 +1,9 @@
 //! The resolved configuration of a training run.
 
+use super::importance::TimeSampling;
 use super::net::ModelSpec;
 use crate::engine::optim::AdamConfig;
 use crate::error::{Error, Result};
-use super::importance::TimeSampling;
 use crate::loss::{Prediction, Weighting};
 use crate::schedule::beta::BetaSchedule;
 use crate::sde::{Sde, SubVpSde, VeSde, VpSde};

@@ -142,7 +142,10 @@ impl ImportanceTime {
     /// One draw of `t` and its reweight: a cell by its probability, then uniform in the cell.
     pub fn draw(&self, rng: &mut Rng) -> (f64, f64) {
         let u: f64 = rng.random();
-        let j = self.cdf.partition_point(|&c| c <= u).min(self.cdf.len() - 1);
+        let j = self
+            .cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1);
         let v: f64 = rng.random();
         let t = self.edges[j] + v * (self.edges[j + 1] - self.edges[j]);
         (t, self.uniform / self.cell_density(j))

@@ -179,7 +179,10 @@ impl Trainer {
         let x0 = source.batch(self.config.batch, &mut r);
         let mut g = Graph::<f32>::new();
         let to_f32 = |a: &Array2<f64>| {
-            Tensor::from_vec(&[a.nrows(), a.ncols()], a.iter().map(|&v| v as f32).collect())
+            Tensor::from_vec(
+                &[a.nrows(), a.ncols()],
+                a.iter().map(|&v| v as f32).collect(),
+            )
         };
         let l = match self.config.objective {
             Objective::Ddpm(prediction) => {
@@ -392,7 +395,9 @@ impl Trainer {
     /// The score model of the EMA parameters (continuous time `t` in `[0, 1]` as the level's
     /// time; see [`NetScore::for_chain`] for the DDPM sampler's step indices).
     pub fn score_model(&self) -> Result<NetScore> {
-        Ok(NetScore::new(self.net.clone(), self.ema.averaged(&self.store)?)
-            .with_prediction(self.config.objective.prediction()))
+        Ok(
+            NetScore::new(self.net.clone(), self.ema.averaged(&self.store)?)
+                .with_prediction(self.config.objective.prediction()),
+        )
     }
 }
