@@ -358,7 +358,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     // Plot the loss curve whatever happened: it shows a divergence too.
     let hist = run.loss_history()?;
     if hist.len() >= 2 {
-        line_plot(&out.join("loss.png"), &hist, true, 50, 640, 360)?;
+        // Log scale unless some loss is not positive (the SSM objective can be negative).
+        let log = hist.iter().all(|(_, l)| *l > 0.0);
+        line_plot(&out.join("loss.png"), &hist, log, 50, 640, 360)?;
     }
     result?;
     if trainer.step_count() < total {

@@ -235,3 +235,74 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     assert!(step > 0 && step < 10_000_000, "saved step {step}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `train` with each objective runs end to end on a toy (a few steps) and writes the whole
+/// run directory, including the loss plot when the loss is negative (SSM); `sample` then runs
+/// a chain sampler and an ODE sampler on the checkpoint and writes raw `f32` of the right size.
+#[test]
+fn each_objective_trains_end_to_end_and_its_checkpoint_samples() {
+    let dir = tempdir("objectives");
+    for obj in ["dsm", "ssm", "ddpm"] {
+        let out = dir.join(obj);
+        let o = out.to_str().unwrap();
+        let res = run(&[
+            "train",
+            "--data",
+            "lopsided",
+            "--objective",
+            obj,
+            "--steps",
+            "30",
+            "--width",
+            "16",
+            "--samples",
+            "20",
+            "--sample-steps",
+            "50",
+            "--out",
+            o,
+        ]);
+        assert!(
+            res.status.success(),
+            "{obj}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        for f in [
+            "config.json",
+            "metrics.csv",
+            "loss.png",
+            "samples.png",
+            "checkpoint.safetensors",
+        ] {
+            assert!(out.join(f).is_file(), "{obj}: no {f}");
+        }
+        let ck = out.join("checkpoint.safetensors");
+        for sampler in ["ddim", "ode-rk45"] {
+            let raw = out.join(format!("{sampler}.f32"));
+            let res = run(&[
+                "sample",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+                "--sampler",
+                sampler,
+                "--steps",
+                "20",
+                "--samples",
+                "10",
+                "--raw-f32",
+                raw.to_str().unwrap(),
+                "--rtol",
+                "1e-3",
+                "--atol",
+                "1e-3",
+            ]);
+            assert!(
+                res.status.success(),
+                "{obj}/{sampler}: {}",
+                String::from_utf8_lossy(&res.stderr)
+            );
+            assert_eq!(std::fs::metadata(&raw).unwrap().len(), 10 * 2 * 4);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
