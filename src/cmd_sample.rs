@@ -82,7 +82,8 @@ pub struct SampleArgs {
     /// Seed of the prior draw and the sampler's noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Langevin corrector steps per predictor step (pc), steps per level (langevin).
+    /// Langevin corrector steps per predictor step (pc), steps per noise level (langevin:
+    /// use 10 or more; one step per level does not mix).
     #[arg(long, default_value_t = 1)]
     corrector_steps: usize,
     /// Signal-to-noise ratio of the Langevin corrector step (pc, langevin).
