@@ -20,7 +20,10 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 /// orthogonal, and rows `1..c` span the colour directions (those with zero channel sum).
 pub fn helmert(c: usize) -> Result<Array2<f64>> {
     if c < 2 {
-        return Err(Error::param("channels", format!("need >= 2 channels, got {c}")));
+        return Err(Error::param(
+            "channels",
+            format!("need >= 2 channels, got {c}"),
+        ));
     }
     let mut q = Array2::zeros((c, c));
     for j in 0..c {

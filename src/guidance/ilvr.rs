@@ -56,9 +56,11 @@ impl LowPass {
     pub fn down(&self, x: ArrayView1<f64>) -> Result<Array1<f64>> {
         self.check(x.len())?;
         let n = self.factor;
-        Ok(Array1::from_shape_fn(x.len() / n, |b| match self.resampling {
-            Resampling::Nearest => x[b * n],
-            Resampling::BlockAverage => (0..n).map(|i| x[b * n + i]).sum::<f64>() / n as f64,
+        Ok(Array1::from_shape_fn(x.len() / n, |b| {
+            match self.resampling {
+                Resampling::Nearest => x[b * n],
+                Resampling::BlockAverage => (0..n).map(|i| x[b * n + i]).sum::<f64>() / n as f64,
+            }
         }))
     }
 
@@ -75,7 +77,11 @@ impl LowPass {
     // ANCHOR: ilvr_step
     /// The ILVR correction of each row (ledger Bc18): `x' + φ_N(y) - φ_N(x')`, with `y` the
     /// matching row of `reference` (already noised to the proposal's time).
-    pub fn ilvr_step(&self, proposal: ArrayView2<f64>, reference: ArrayView2<f64>) -> Result<Array2<f64>> {
+    pub fn ilvr_step(
+        &self,
+        proposal: ArrayView2<f64>,
+        reference: ArrayView2<f64>,
+    ) -> Result<Array2<f64>> {
         if proposal.dim() != reference.dim() {
             return Err(Error::Shape(format!(
                 "proposal {:?} and reference {:?}",
@@ -84,7 +90,12 @@ impl LowPass {
             )));
         }
         let mut out = Array2::zeros(proposal.raw_dim());
-        for ((p, r), mut o) in proposal.rows().into_iter().zip(reference.rows()).zip(out.rows_mut()) {
+        for ((p, r), mut o) in proposal
+            .rows()
+            .into_iter()
+            .zip(reference.rows())
+            .zip(out.rows_mut())
+        {
             let (fp, fr) = (self.apply(p)?, self.apply(r)?);
             for i in 0..p.len() {
                 o[i] = p[i] + fr[i] - fp[i];
