@@ -905,18 +905,14 @@ fn noise_destroys_high_frequencies_first() {
         .collect();
     let p = circulant_spectrum(&autocov);
     let c = Array2::from_shape_fn((n, n), |(i, j)| autocov[(i + n - j) % n]);
-    for f in 0..n {
+    for (f, &pf) in p.iter().enumerate() {
         let w = 2.0 * std::f64::consts::PI * f as f64 / n as f64;
         let closed = (1.0 - rho * rho) / (1.0 - 2.0 * rho * w.cos() + rho * rho);
-        assert!(
-            (p[f] - closed).abs() < 1e-11,
-            "f = {f}: {} vs {closed}",
-            p[f]
-        );
+        assert!((pf - closed).abs() < 1e-11, "f = {f}: {pf} vs {closed}");
         let v = Array1::from_shape_fn(n, |j| {
             (2.0 * std::f64::consts::PI * ((f * j) % n) as f64 / n as f64).cos()
         });
-        let e = c.dot(&v) - &v * p[f];
+        let e = c.dot(&v) - &v * pf;
         assert!(e.iter().all(|x| x.abs() < 1e-11), "f = {f}");
     }
     let half: Vec<f64> = p[..=n / 2].to_vec();

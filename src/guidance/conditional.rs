@@ -182,7 +182,7 @@ impl Classifier for MixtureClassifier {
                     py += rk;
                 }
             }
-            if !(py > 0.0) {
+            if py.is_nan() || py <= 0.0 {
                 return Err(Error::NonFinite(format!(
                     "p_t(y = {y} | x) underflows to {py} at a point"
                 )));

@@ -20,7 +20,6 @@ use ndarray::{Array2, ArrayView2};
 /// steps of the reverse SDE on `linspace(t0, eps, n_steps)` closed by 0, returning the last
 /// step's mean (no noise after the last score call). Errors: `t0` outside `(eps, T]`, fewer than
 /// 2 steps, shapes, a non-finite score.
-#[allow(clippy::too_many_arguments)] // the sampler's settings are all independent
 pub fn sdedit(
     sde: &dyn Sde,
     model: &dyn ScoreModel,
@@ -95,7 +94,7 @@ impl SdeditLaw {
         for (name, v) in [("scale", scale), ("std", std), ("guide", guide)] {
             crate::error::ensure_finite(name, v)?;
         }
-        if !(std > 0.0) {
+        if std <= 0.0 {
             return Err(Error::param("std", format!("must be > 0, got {std}")));
         }
         let comps: Vec<(f64, f64, f64)> = mixture
