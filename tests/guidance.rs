@@ -1022,3 +1022,120 @@ fn guidance_rejects_bad_input() {
     assert!(SdeditLaw::new(&two_modes(), 1.0, 0.1, 0.0).is_err());
     assert!(SdeditLaw::new(&sdedit_data().0, 1.0, 0.0, 0.0).is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Training a time-dependent classifier (Dc59)
+// ---------------------------------------------------------------------------------------------
+
+/// Two overlapping 2-D Gaussian classes with different covariances (weights 0.4, 0.6).
+fn two_classes() -> MixtureClassifier {
+    let comps = vec![
+        MvGaussian::new(array![-1.0, 0.0], array![[0.5, 0.2], [0.2, 0.4]]).unwrap(),
+        MvGaussian::new(array![1.0, 0.5], array![[0.3, -0.1], [-0.1, 0.6]]).unwrap(),
+    ];
+    MixtureClassifier::new(
+        GaussianMixture::new(array![0.4, 0.6], comps).unwrap(),
+        vec![0, 1],
+    )
+    .unwrap()
+}
+
+/// RMS of `∇ ln p_t(y=1|x)` of `clf` minus the exact one, over 2000 draws of `p_t`, relative to
+/// the RMS of the exact gradient.
+fn gradient_error(clf: &dyn Classifier, exact: &MixtureClassifier, t: f64) -> f64 {
+    let l = vp().level(t).unwrap();
+    let x = exact
+        .mixture()
+        .perturbed(l.scale, l.std)
+        .unwrap()
+        .sample_n(2000, &mut seeded(200));
+    let (a, b) = (
+        clf.grad_log_prob(x.view(), l, 1).unwrap(),
+        exact.grad_log_prob(x.view(), l, 1).unwrap(),
+    );
+    let err: f64 = a.iter().zip(&b).map(|(u, v)| (u - v).powi(2)).sum();
+    let size: f64 = b.iter().map(|v| v * v).sum();
+    (err / size).sqrt()
+}
+
+/// A time-dependent classifier trained on pairs `(x(t), y)` with `t ~ U(0.001, 1)` (003 §5,
+/// Dc59; logistic regression on quadratic features times cubic polynomials in `s(t)²`, fitted
+/// by Newton's method) approaches the exact classifier. Its gradient's relative RMS error
+/// ([`gradient_error`]), averaged over three training seeds, is lower with 80 000 pairs than
+/// with 5000 at each of `t = 0.05, 0.2, 0.5` (the seed average is not monotone over every
+/// intermediate size: at 20 000 pairs it is noisier than the gap between sizes), and at
+/// 80 000 pairs is below 0.15 there (an
+/// acceptance level, not a derived bound: the error is estimation plus the polynomial
+/// approximation in `t`). Twin: the classifier trained on `t = 0.001` only (not
+/// time-dependent) is good on nearly clean data but its error exceeds 3 times the trained one's
+/// at `t = 0.2` and `0.5`, where the classes blur and the clean-data classifier is far too
+/// confident.
+#[test]
+fn trained_time_dependent_classifier_approaches_the_exact_gradient() {
+    use scoresde::guidance::time_classifier::{training_pairs, QuadraticTimeClassifier};
+    let exact = two_classes();
+    let sde = vp();
+    let times = [0.05, 0.2, 0.5];
+    let errors = |n: usize, span: (f64, f64), seeds: &[u64]| {
+        let mut e = [0.0; 3];
+        for &seed in seeds {
+            let pairs = training_pairs(&exact, &sde, n, span, &mut seeded(seed)).unwrap();
+            let c = QuadraticTimeClassifier::fit(&pairs, 3, 1e-8).unwrap();
+            for (k, &t) in times.iter().enumerate() {
+                e[k] += gradient_error(&c, &exact, t) / seeds.len() as f64;
+            }
+        }
+        e
+    };
+    let mut prev = [f64::INFINITY; 3];
+    for n in [5000, 80_000] {
+        let e = errors(n, (1e-3, 1.0), &[201, 202, 203]);
+        println!("{n} pairs: relative gradient error at t = 0.05, 0.2, 0.5: {e:.4?}");
+        for k in 0..3 {
+            assert!(
+                e[k] < prev[k],
+                "n = {n}, t = {}: more data did not help",
+                times[k]
+            );
+        }
+        prev = e;
+    }
+    assert!(prev.iter().all(|&e| e < 0.15));
+    let clean = errors(20_000, (1e-3, 1e-3), &[204]);
+    println!("clean-only twin: {clean:.4?}");
+    assert!(
+        clean[1] > 3.0 * prev[1] && clean[2] > 3.0 * prev[2],
+        "twin was not rejected"
+    );
+}
+
+/// Bad input to classifier training gives a typed error.
+#[test]
+fn classifier_training_rejects_bad_input() {
+    use scoresde::guidance::time_classifier::{training_pairs, Pairs, QuadraticTimeClassifier};
+    let sde = vp();
+    assert!(training_pairs(&labelled_three(), &sde, 10, (0.1, 1.0), &mut seeded(1)).is_err());
+    for span in [(0.0, 1.0), (0.5, 0.1), (0.1, 2.0), (f64::NAN, 1.0)] {
+        assert!(training_pairs(&two_classes(), &sde, 10, span, &mut seeded(1)).is_err());
+    }
+    let empty = Pairs {
+        x: Array2::zeros((0, 2)),
+        u: vec![],
+        y: vec![],
+    };
+    assert!(matches!(
+        QuadraticTimeClassifier::fit(&empty, 3, 1e-8),
+        Err(Error::Shape(_))
+    ));
+    let bad = Pairs {
+        x: Array2::zeros((1, 2)),
+        u: vec![1.0],
+        y: vec![2],
+    };
+    assert!(QuadraticTimeClassifier::fit(&bad, 3, 1e-8).is_err());
+}
+
+/// Three classes (the logistic classifier has two).
+fn labelled_three() -> MixtureClassifier {
+    MixtureClassifier::new(GaussianMixture::lopsided(), vec![0, 1, 2]).unwrap()
+}

@@ -12,12 +12,14 @@
 //! - [`sdedit`]: SDEdit, noising a guide to `t0` and denoising it (Bc16), with its exact output
 //!   law for a 1-D mixture;
 //! - [`ilvr`]: ILVR's low-pass filter and step (Bc17-Bc19) and the per-frequency
-//!   signal-to-noise ratio of a noised stationary signal (Bc15).
+//!   signal-to-noise ratio of a noised stationary signal (Bc15);
+//! - [`time_classifier`]: training a time-dependent classifier on noised pairs (Dc59).
 
 pub mod colourisation;
 pub mod conditional;
 pub mod ilvr;
 pub mod imputation;
 pub mod sdedit;
+pub mod time_classifier;
 
 pub use conditional::{Classifier, ClassifierFree, ClassifierGuided, MixtureClassifier};
