@@ -748,7 +748,8 @@ fn signal(n: usize, seed: u64) -> Array1<f64> {
 /// `φ_N = up ∘ down` is idempotent (Bc19: `down ∘ up = I`): with nearest-neighbour resampling
 /// `φ(φ(x)) = φ(x)` bit for bit for every factor (values are only copied); with block averages
 /// to rounding (`N` equal values summed and divided, `2 N ε max|x|`). Twin: a filter that is
-/// not a projection, `x ↦ up(down(x)) / 2`... is not idempotent.
+/// not a projection, `x ↦ up(down(x)) / 2`, is not idempotent (it passes the same check only if
+/// `φ(x) = 0`).
 #[test]
 fn low_pass_filter_is_idempotent() {
     let x = signal(48, 61);
