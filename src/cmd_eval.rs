@@ -6,9 +6,6 @@ use clap::Args;
 use ndarray::{s, ArrayView2};
 use scoresde::data::idx::{self, Split};
 use scoresde::data::{digits, Dataset, Toy};
-use scoresde::engine::checkpoint;
-use scoresde::engine::optim::Ema;
-use scoresde::engine::ParamStore;
 use scoresde::eval::classifier::{
     self, accuracy, features_and_probs, label_distribution, save_classifier, Classifier,
     ClassifierTraining,
@@ -20,9 +17,10 @@ use scoresde::eval::frechet::frechet_distance_of_features;
 use scoresde::loss::ReverseVariance;
 use scoresde::rng::seeded;
 use scoresde::sde::Sde;
+use scoresde::train::config::ddpm_schedule;
 use scoresde::train::net::json_field;
 use scoresde::train::sample::reverse_diffusion;
-use scoresde::train::{ModelSpec, Net, NetScore, SdeKind};
+use scoresde::train::NetScore;
 use scoresde::{stats, Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -76,53 +74,32 @@ pub struct EvalArgs {
     json: Option<PathBuf>,
 }
 
+/// The model and how its ELBO chain is built.
 struct Model {
     score: NetScore,
     sde: Box<dyn Sde>,
     data: String,
+    /// Trained on the 1000-step DDPM chain (objective `ddpm`) rather than in continuous time.
+    chain_model: bool,
 }
 
 fn load_model(path: &Path) -> Result<Model> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::Checkpoint(format!("{}: not a checkpoint: {e}", path.display())))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let meta = crate::cmd_model::read_metadata(path, &bytes)?;
     if meta.contains_key("classifier") {
         return Err(Error::Checkpoint(format!(
             "{} is a classifier; pass it with --classifier and the model with --checkpoint",
             path.display()
         )));
     }
-    let model_json = meta
-        .get("model_config")
-        .ok_or_else(|| Error::Checkpoint(format!("{}: no model_config", path.display())))?;
     let train_json = meta.get("train_config").cloned().unwrap_or_default();
-    let spec = ModelSpec::from_json(model_json)?;
-    let sde_kind = match json_field(&train_json, "sde") {
-        Some("subvp") => SdeKind::SubVp,
-        Some("ve") => SdeKind::Ve,
-        _ => SdeKind::Vp,
-    };
-    let ve_max = json_field(&train_json, "ve_sigma_max")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5.0);
-    let sde = sde_kind.build(ve_max)?;
-    let mut store = ParamStore::<f32>::new();
-    let net = Net::new(&spec, &mut store, 0)?;
-    let mut ema = Ema::new(&store, 0.0)?;
-    let has_ema = meta.contains_key("ema.decay");
-    checkpoint::from_safetensors(&bytes, &mut store, None, has_ema.then_some(&mut ema))
-        .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
-    let params = if has_ema {
-        ema.averaged(&store)?
-    } else {
-        store
-    };
+    let m = crate::cmd_model::load(path)?;
     Ok(Model {
-        score: NetScore::new(net, params),
-        sde,
-        data: json_field(&train_json, "data").unwrap_or("").to_string(),
+        score: m.score,
+        sde: m.sde,
+        data: m.data,
+        chain_model: json_field(&train_json, "objective") == Some("ddpm"),
     })
 }
 
@@ -335,8 +312,14 @@ fn eval_images(a: &EvalArgs, model: &Model, ck: &Path) -> Result<()> {
     // ELBO of the DDPM chain on the held-out images.
     let grid = grid_of(name);
     let x_test = test.x.slice(s![..n, ..]).to_owned();
-    let chain = SdeChain::new(model.sde.as_ref(), a.elbo_steps)?;
-    let eps = |x: ArrayView2<f64>, t: &[f64]| net_eps_rows(&model.score, x, t);
+    // A model of the DDPM chain is bounded on its own chain; a continuous-time model on the
+    // S-step chain embedded in its SDE.
+    let chain = if model.chain_model {
+        SdeChain::from_schedule(ddpm_schedule()?)
+    } else {
+        SdeChain::new(model.sde.as_ref(), a.elbo_steps)?
+    };
+    let eps = |x: ArrayView2<f64>, t: &[f64]| net_eps_rows(&model.score, &chain, x, t);
     let t0 = std::time::Instant::now();
     let mut rng = seeded(a.seed ^ 0xe1b0);
     let est = elbo_sampled(
@@ -345,7 +328,7 @@ fn eval_images(a: &EvalArgs, model: &Model, ck: &Path) -> Result<()> {
         &eps,
         ReverseVariance::Beta,
         grid,
-        a.elbo_exact.min(a.elbo_steps),
+        a.elbo_exact.min(chain.steps()),
         a.elbo_draws,
         &mut rng,
     )?;
@@ -355,7 +338,7 @@ fn eval_images(a: &EvalArgs, model: &Model, ck: &Path) -> Result<()> {
         format!("{bpd:.4} ± {se:.4}"),
         &format!(
             "S = {}, sigma^2 = beta, first {} steps exact + {} stratified draws, {} grid levels, {:.1?}",
-            a.elbo_steps, a.elbo_exact.min(a.elbo_steps), a.elbo_draws, grid.levels, t0.elapsed()
+            chain.steps(), a.elbo_exact.min(chain.steps()), a.elbo_draws, grid.levels, t0.elapsed()
         ),
     );
     // PF-ODE bits/dim on uniformly dequantised held-out images.

@@ -4,19 +4,19 @@ use clap::{Args, ValueEnum};
 use ndarray::{Array2, Axis};
 use scoresde::data::idx::{self, Split};
 use scoresde::data::{digits, Dataset, Toy};
-use scoresde::engine::checkpoint;
 use scoresde::engine::nn::{MlpConfig, UNetConfig};
 use scoresde::engine::optim::AdamConfig;
-use scoresde::engine::ParamStore;
-use scoresde::loss::Weighting;
+use scoresde::loss::{Prediction, Weighting};
 use scoresde::plot::{image_grid, line_plot, scatter_over_density, View};
 use scoresde::rng::seeded;
-use scoresde::train::net::json_field;
 use scoresde::train::sample::reverse_diffusion;
-use scoresde::train::{ModelSpec, Net, NetScore, RunDir, SdeKind, Source, TrainConfig, Trainer};
+use scoresde::train::{ModelSpec, NetScore, RunDir, SdeKind, Source, TrainConfig, Trainer};
+use scoresde::train::{Objective, TimeSampling};
 use scoresde::{stats, Error, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SdeArg {
@@ -36,6 +36,35 @@ pub enum WeightArg {
     Likelihood,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ObjectiveArg {
+    /// Continuous-time denoising score matching for the SDE (003 eq. 7).
+    Dsm,
+    /// Sliced score matching on samples of p_t: no kernel score needed (003 section 3.3).
+    Ssm,
+    /// DDPM L_simple over the 1000-step linear-beta chain (Algorithm 1); see --prediction.
+    Ddpm,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PredictionArg {
+    /// The noise eps (Ho et al.).
+    Eps,
+    /// The clean data x0.
+    X0,
+    /// The velocity v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho).
+    V,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TSamplingArg {
+    /// t uniform on [t_eps, 1].
+    Uniform,
+    /// t drawn proportionally to the loss weight lambda(t)/sigma(t)^2, each row reweighted by
+    /// u(t)/q(t): the same expected loss, far less variance for the likelihood weighting.
+    Importance,
+}
+
 /// Options of `scoresde train`.
 #[derive(Args)]
 pub struct TrainArgs {
@@ -45,13 +74,13 @@ pub struct TrainArgs {
     /// /usr/share/datasets/fashion-mnist).
     #[arg(long, default_value = "digits")]
     data: String,
-    /// Optimiser steps [default: 3000 for toys, 2500 for digits, 20000 for 28x28].
+    /// Optimiser steps [default: 20000 for toys, 2500 for digits, 20000 for 28x28].
     #[arg(long)]
     steps: Option<u64>,
     /// Batch size [default: 256 for toys, 32 for images].
     #[arg(long)]
     batch: Option<usize>,
-    /// Peak learning rate of Adam [default: 5e-3 for toys, 1e-3 for images].
+    /// Peak learning rate of Adam [default: 2e-3 for toys, 1e-3 for images].
     #[arg(long)]
     lr: Option<f64>,
     /// Linear learning-rate warm-up steps.
@@ -60,7 +89,7 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this value.
     #[arg(long, default_value_t = 1.0)]
     clip: f64,
-    /// EMA decay of the parameters used for sampling [default: 0.99 for toys, 0.999 for images].
+    /// EMA decay of the parameters used for sampling [default: 0.999].
     #[arg(long)]
     ema: Option<f64>,
     /// The forward SDE.
@@ -69,9 +98,18 @@ pub struct TrainArgs {
     /// sigma_max of the VE SDE (about the largest distance between data points).
     #[arg(long, default_value_t = 5.0)]
     ve_sigma_max: f64,
-    /// The DSM weighting lambda(t).
-    #[arg(long, value_enum, default_value_t = WeightArg::Sigma2)]
-    weighting: WeightArg,
+    /// The objective.
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Dsm)]
+    objective: ObjectiveArg,
+    /// What the network predicts under --objective ddpm (dsm and ssm always predict eps).
+    #[arg(long, value_enum, default_value_t = PredictionArg::Eps)]
+    prediction: PredictionArg,
+    /// The weighting lambda(t) of dsm/ssm [default: likelihood for toys, sigma2 for images].
+    #[arg(long, value_enum)]
+    weighting: Option<WeightArg>,
+    /// How dsm/ssm draw the time t [default: importance for toys, uniform for images].
+    #[arg(long, value_enum)]
+    t_sampling: Option<TSamplingArg>,
     /// MLP width (2-D data).
     #[arg(long, default_value_t = 128)]
     width: usize,
@@ -99,24 +137,36 @@ pub struct TrainArgs {
     resume: bool,
 }
 
-enum Data {
+/// Training or evaluation data.
+pub enum Data {
     Toy(Toy),
     Images(Dataset, &'static str),
 }
 
-fn load_data(spec: &str) -> Result<Data> {
+/// The data called `spec`; with `held_out`, the evaluation part (the test split of IDX
+/// files, the 10% of the digits that `train` holds out).
+pub fn load_data(spec: &str, held_out: bool) -> Result<Data> {
+    let split = if held_out { Split::Test } else { Split::Train };
     if spec == "digits" {
-        return Ok(Data::Images(digits::load()?, "digits"));
+        let d = digits::load()?;
+        return Ok(Data::Images(
+            if held_out {
+                d.split(0.1, DIGITS_SPLIT_SEED)?.1
+            } else {
+                d
+            },
+            "digits",
+        ));
     }
     if let Some(dir) = spec.strip_prefix("mnist:") {
         return Ok(Data::Images(
-            idx::load_mnist_dir(Path::new(dir), Split::Train)?,
+            idx::load_mnist_dir(Path::new(dir), split)?,
             "mnist",
         ));
     }
     if spec == "fashion" {
         return Ok(Data::Images(
-            idx::load_mnist_dir(Path::new(idx::FASHION_MNIST_DIR), Split::Train).map_err(|e| {
+            idx::load_mnist_dir(Path::new(idx::FASHION_MNIST_DIR), split).map_err(|e| {
                 Error::Data(format!(
                     "{e} (install Debian's dataset-fashion-mnist or use mnist:DIR)"
                 ))
@@ -155,8 +205,11 @@ fn unet_for(res: usize, base: usize) -> UNetConfig {
     }
 }
 
+/// Seed of the 90/10 split of image data into training and held-out parts.
+const DIGITS_SPLIT_SEED: u64 = 1234;
+
 pub fn train(a: TrainArgs) -> Result<()> {
-    let data = load_data(&a.data)?;
+    let data = load_data(&a.data, false)?;
     let is_toy = matches!(data, Data::Toy(_));
     let (model, source, name) = match data {
         Data::Toy(t) => (
@@ -177,7 +230,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
                 )));
             }
             // Hold out 10% (seeded) for evaluation; train on the rest.
-            let (train, _held_out) = d.split(0.1, 1234)?;
+            let (train, _held_out) = d.split(0.1, DIGITS_SPLIT_SEED)?;
             (
                 ModelSpec::UNet(unet_for(shape.height, a.base)),
                 Source::Data(train),
@@ -186,6 +239,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
     };
     let big = !is_toy && model.data_dim() > 64;
+    let is_ddpm = matches!(a.objective, ObjectiveArg::Ddpm);
     let config = TrainConfig {
         data: name.clone(),
         model,
@@ -196,24 +250,36 @@ pub fn train(a: TrainArgs) -> Result<()> {
         },
         ve_sigma_max: a.ve_sigma_max,
         weighting: match a.weighting {
-            WeightArg::Sigma2 => Weighting::SigmaSquared,
-            WeightArg::Likelihood => Weighting::Likelihood,
+            Some(WeightArg::Sigma2) => Weighting::SigmaSquared,
+            Some(WeightArg::Likelihood) => Weighting::Likelihood,
+            None if is_toy && !is_ddpm => Weighting::Likelihood,
+            None => Weighting::SigmaSquared,
+        },
+        objective: match a.objective {
+            ObjectiveArg::Dsm => Objective::Dsm,
+            ObjectiveArg::Ssm => Objective::Ssm,
+            ObjectiveArg::Ddpm => Objective::Ddpm(match a.prediction {
+                PredictionArg::Eps => Prediction::Eps,
+                PredictionArg::X0 => Prediction::X0,
+                PredictionArg::V => Prediction::V,
+            }),
+        },
+        time_sampling: match a.t_sampling {
+            Some(TSamplingArg::Uniform) => TimeSampling::Uniform,
+            Some(TSamplingArg::Importance) => TimeSampling::Importance,
+            None if is_toy && !is_ddpm => TimeSampling::Importance,
+            None => TimeSampling::Uniform,
         },
         adam: AdamConfig {
-            lr: a.lr.unwrap_or(if is_toy { 5e-3 } else { 1e-3 }),
+            lr: a.lr.unwrap_or(if is_toy { 2e-3 } else { 1e-3 }),
             warmup: a.warmup,
             clip_norm: Some(a.clip),
             ..Default::default()
         },
-        ema_decay: a.ema.unwrap_or(if is_toy { 0.99 } else { 0.999 }),
+        ema_decay: a.ema.unwrap_or(0.999),
         batch: a.batch.unwrap_or(if is_toy { 256 } else { 32 }),
-        steps: a.steps.unwrap_or(if is_toy {
-            3000
-        } else if big {
-            20000
-        } else {
-            2500
-        }),
+        // Toys and 28x28 images: 20,000 steps; the 8x8 digits: 2,500.
+        steps: a.steps.unwrap_or(if is_toy || big { 20000 } else { 2500 }),
         seed: a.seed,
         t_eps: 1e-3,
         checkpoint_every: a.checkpoint_every,
@@ -230,6 +296,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         None
     };
     let run = RunDir::open(&out, &trainer.config.to_json(), resume_step)?;
+    // Ctrl-C: finish the current step, check and save the state, and exit cleanly.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| Error::param("ctrl-c", format!("cannot install the handler: {e}")))?;
+    }
+    trainer.stop = Some(stop.clone());
     let n_params: usize = trainer.store.num_elements();
     eprintln!(
         "training {} ({n_params} parameters) on {name}: {} steps, batch {}, {} SDE -> {}",
@@ -284,9 +358,19 @@ pub fn train(a: TrainArgs) -> Result<()> {
     // Plot the loss curve whatever happened: it shows a divergence too.
     let hist = run.loss_history()?;
     if hist.len() >= 2 {
-        line_plot(&out.join("loss.png"), &hist, true, 50, 640, 360)?;
+        // Log scale unless some loss is not positive (the SSM objective can be negative).
+        let log = hist.iter().all(|(_, l)| *l > 0.0);
+        line_plot(&out.join("loss.png"), &hist, log, 50, 640, 360)?;
     }
     result?;
+    if trainer.step_count() < total {
+        println!(
+            "interrupted: saved the state after step {} to {}; continue with the same options and --resume",
+            trainer.step_count(),
+            run.checkpoint_path().display()
+        );
+        return Ok(());
+    }
     let train_time = started.elapsed();
     println!(
         "trained {} steps in {:.1?} ({:.1} steps/s); final smoothed loss {smooth:.4}",
@@ -330,6 +414,35 @@ fn write_samples(
         "sampled {n} points with {steps} reverse-diffusion steps in {:.1?}",
         t0.elapsed()
     );
+    write_outputs(&x, source, seed, png, raw, None)
+}
+
+/// Writes samples `x`: a PNG (2-D points over the toy's density with an energy two-sample
+/// test against exact draws of the toy; images as a grid), optionally a CSV (one row per
+/// sample) and a raw little-endian `f32` file (row-major, `n × d`).
+pub fn write_outputs(
+    x: &Array2<f64>,
+    source: &Source,
+    seed: u64,
+    png: &Path,
+    raw: Option<&Path>,
+    raw_f32: Option<&Path>,
+) -> Result<()> {
+    let n = x.nrows();
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite(
+            "the samples contain NaN or infinity".into(),
+        ));
+    }
+    if let Some(p) = raw_f32 {
+        let bytes: Vec<u8> = x.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+        std::fs::write(p, bytes).map_err(|e| Error::Data(format!("{}: {e}", p.display())))?;
+        println!(
+            "wrote {} ({n} x {} little-endian f32)",
+            p.display(),
+            x.ncols()
+        );
+    }
     if let Some(p) = raw {
         let mut s = String::new();
         for r in x.rows() {
@@ -341,7 +454,7 @@ fn write_samples(
             );
             s.push('\n');
         }
-        std::fs::write(p, s)?;
+        std::fs::write(p, s).map_err(|e| Error::Data(format!("{}: {e}", p.display())))?;
         println!("wrote {}", p.display());
     }
     if x.ncols() == 2 {
@@ -387,79 +500,4 @@ fn write_samples(
     }
     println!("wrote {}", png.display());
     Ok(())
-}
-
-pub fn sample(
-    checkpoint_path: &Path,
-    n: usize,
-    steps: usize,
-    seed: u64,
-    out: Option<PathBuf>,
-    raw: Option<PathBuf>,
-) -> Result<()> {
-    if n == 0 {
-        return Err(Error::param("samples", "need at least 1"));
-    }
-    let bytes = std::fs::read(checkpoint_path)
-        .map_err(|e| Error::Checkpoint(format!("{}: {e}", checkpoint_path.display())))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-        Error::Checkpoint(format!(
-            "{}: not a checkpoint: {e}",
-            checkpoint_path.display()
-        ))
-    })?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let model_json = meta.get("model_config").ok_or_else(|| {
-        Error::Checkpoint(format!("{}: no model_config", checkpoint_path.display()))
-    })?;
-    let train_json = meta.get("train_config").cloned().unwrap_or_default();
-    let spec = ModelSpec::from_json(model_json)?;
-    let sde_kind = match json_field(&train_json, "sde") {
-        Some("subvp") => SdeKind::SubVp,
-        Some("ve") => SdeKind::Ve,
-        _ => SdeKind::Vp,
-    };
-    let ve_max = json_field(&train_json, "ve_sigma_max")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5.0);
-    let sde = sde_kind.build(ve_max)?;
-    let mut store = ParamStore::<f32>::new();
-    let net = Net::new(&spec, &mut store, 0)?;
-    // Sample with the EMA parameters when the file has them.
-    let mut ema = scoresde::engine::optim::Ema::new(&store, 0.0)?;
-    let has_ema = meta.contains_key("ema.decay");
-    checkpoint::from_safetensors(
-        &bytes,
-        &mut store,
-        None,
-        if has_ema { Some(&mut ema) } else { None },
-    )
-    .map_err(|e| Error::Checkpoint(format!("{}: {e}", checkpoint_path.display())))?;
-    let params = if has_ema {
-        ema.averaged(&store)?
-    } else {
-        store
-    };
-    let score = NetScore::new(net, params);
-    let png =
-        out.unwrap_or_else(|| checkpoint_path.with_file_name(format!("samples-seed{seed}.png")));
-    // A 2-D model trained on a toy is plotted over its density and tested against exact draws.
-    let source = match json_field(&train_json, "data").map(Toy::from_name) {
-        Some(Ok(t)) if spec.data_dim() == 2 => Source::Toy(t),
-        _ => Source::Data(Dataset::new(
-            Array2::zeros((1, spec.data_dim())),
-            None,
-            None,
-        )?),
-    };
-    write_samples(
-        &source,
-        sde.as_ref(),
-        &score,
-        n,
-        steps,
-        seed,
-        &png,
-        raw.as_deref(),
-    )
 }

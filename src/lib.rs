@@ -11,7 +11,8 @@
 //! 3. score models: [`score`];
 //! 4. the engine: [`engine`] (tensors, reverse-mode autodiff, kernels, networks) — independent
 //!    of the mathematics core;
-//! 5. samplers: [`sampler`].
+//! 5. samplers: [`sampler`];
+//! 6. controllable generation: [`guidance`] (conditional sampling, inpainting, SDEdit, ILVR).
 
 pub mod chain;
 pub mod data;
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod gaussian;
+pub mod guidance;
 pub mod likelihood;
 pub mod loss;
 pub mod ncsn;

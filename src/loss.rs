@@ -152,6 +152,18 @@ pub fn perturb_sde(
     let t: Vec<f64> = (0..n)
         .map(|_| t_eps + (t_end - t_eps) * rng.random::<f64>())
         .collect();
+    perturb_sde_at(sde, x0, t, rng)
+}
+
+/// [`perturb_sde`] at given times `t` (one per row): `xt = s(t) x0 + sigma(t) eps`, `eps` from
+/// `rng`.
+pub fn perturb_sde_at(
+    sde: &dyn Sde,
+    x0: ArrayView2<f64>,
+    t: Vec<f64>,
+    rng: &mut crate::rng::Rng,
+) -> Result<Perturbed> {
+    let n = x0.nrows();
     let eps = normals(rng, n, x0.ncols());
     let mut scale = Vec::with_capacity(n);
     let mut std = Vec::with_capacity(n);
@@ -386,9 +398,34 @@ pub fn sliced_score_matching(
     v: &Array2<f64>,
     h: f64,
 ) -> Result<Tensor<f32>> {
+    let n = v.nrows();
+    sliced_score_matching_weighted(g, s_plus, s_minus, v, &vec![h; n], &vec![1.0; n])
+}
+
+/// [`sliced_score_matching`] with a step `h_i` and a weight `w_i` per row:
+/// `(1 / (n d)) Σ_i w_i [v_iᵀ (s⁺_i − s⁻_i) / (2 h_i) + ½ (v_iᵀ (s⁺_i + s⁻_i) / 2)²]`.
+/// With `w_i = lambda(t_i)` it is the SSM form of the continuous objective (ledger Dc31).
+pub fn sliced_score_matching_weighted(
+    g: &mut Graph<f32>,
+    s_plus: &Tensor<f32>,
+    s_minus: &Tensor<f32>,
+    v: &Array2<f64>,
+    h: &[f64],
+    weights: &[f64],
+) -> Result<Tensor<f32>> {
     let (n, d) = v.dim();
-    if !(h > 0.0 && h.is_finite()) {
+    if h.len() != n || weights.len() != n {
+        return Err(Error::Shape(format!(
+            "{} steps and {} weights for {n} rows",
+            h.len(),
+            weights.len()
+        )));
+    }
+    if let Some(h) = h.iter().find(|h| !(**h > 0.0 && h.is_finite())) {
         return Err(Error::param("h", format!("must be positive, got {h}")));
+    }
+    if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+        return Err(Error::NonFinite(format!("loss weight {w}")));
     }
     let sp = check_out(s_plus, n, d)?;
     let sm = check_out(s_minus, n, d)?;
@@ -398,7 +435,8 @@ pub fn sliced_score_matching(
     let diff = g.sub(&sp, &sm)?;
     let dv = g.mul(&diff, &vt)?;
     let jac = g.sum(&dv, &[1], false)?;
-    let jac = g.mul_scalar(&jac, 0.5 / h);
+    let inv2h = Tensor::from_vec(&[n], h.iter().map(|&h| (0.5 / h) as f32).collect())?;
+    let jac = g.mul(&jac, &inv2h)?;
     let mid = g.add(&sp, &sm)?;
     let mv = g.mul(&mid, &vt)?;
     let proj = g.sum(&mv, &[1], false)?;
@@ -406,7 +444,32 @@ pub fn sliced_score_matching(
     let sq = g.mul(&proj, &proj)?;
     let sq = g.mul_scalar(&sq, 0.5);
     let per_row = g.add(&jac, &sq)?;
+    let w = Tensor::from_vec(&[n], weights.iter().map(|&v| v as f32).collect())?;
+    let per_row = g.mul(&per_row, &w)?;
     let total = g.sum_all(&per_row);
     Ok(g.mul_scalar(&total, 1.0 / (n * d) as f64))
 }
+// ANCHOR_END: ssm
+
+// ANCHOR: ssm_eps
+/// Sliced score matching for a noise-prediction network `s = −eps_theta / sigma(t)` (ledger
+/// Dc31), with the difference step proportional to the noise level, `h_i = c sigma_i`:
+/// substituting into [`sliced_score_matching_weighted`] with weights `lambda_i`,
+/// `lambda [vᵀ(s⁺ − s⁻)/(2h) + ½ (vᵀ s̄)²] = (lambda / sigma²) [−vᵀ(e⁺ − e⁻)/(2c) + ½ (vᵀ ē)²]`
+/// (`s̄`, `ē` the means of the ± evaluations). Every quantity is O(1) in `f32` even when
+/// `sigma` is small. `weights` are `lambda_i / sigma_i²` (times any importance reweight).
+pub fn sliced_score_matching_eps(
+    g: &mut Graph<f32>,
+    e_plus: &Tensor<f32>,
+    e_minus: &Tensor<f32>,
+    v: &Array2<f64>,
+    c: f64,
+    weights: &[f64],
+) -> Result<Tensor<f32>> {
+    // The eps form is the score form with s = −e and h = −c (the minus signs cancel in the
+    // squared term and flip the Jacobian term): reuse it with e⁺, e⁻ swapped and step c.
+    let n = v.nrows();
+    sliced_score_matching_weighted(g, e_minus, e_plus, v, &vec![c; n], weights)
+}
+// ANCHOR_END: ssm_eps
 // ANCHOR_END: ssm

@@ -856,7 +856,7 @@ fn eval_command_reports_clear_errors() {
 fn digits_config(steps: u64) -> scoresde::train::TrainConfig {
     use scoresde::engine::nn::UNetConfig;
     use scoresde::engine::optim::AdamConfig;
-    use scoresde::train::{ModelSpec, SdeKind, TrainConfig};
+    use scoresde::train::{ModelSpec, Objective, SdeKind, TimeSampling, TrainConfig};
     TrainConfig {
         data: "digits".into(),
         model: ModelSpec::UNet(UNetConfig {
@@ -873,7 +873,9 @@ fn digits_config(steps: u64) -> scoresde::train::TrainConfig {
         }),
         sde: SdeKind::Vp,
         ve_sigma_max: 5.0,
+        objective: Objective::Dsm,
         weighting: scoresde::loss::Weighting::SigmaSquared,
+        time_sampling: TimeSampling::Uniform,
         adam: AdamConfig {
             lr: 1e-3,
             warmup: 100,
@@ -977,7 +979,7 @@ fn dc49_ode_bits_per_dim_below_elbo_on_digits() {
     let x = test.x.slice(ndarray::s![..16, ..]).to_owned();
     let grid = Grid { levels: 17 };
     let sc = SdeChain::new(trainer.sde(), 1000).unwrap();
-    let eps = |x: ArrayView2<f64>, t: &[f64]| net_eps_rows(&score, x, t);
+    let eps = |x: ArrayView2<f64>, t: &[f64]| net_eps_rows(&score, &sc, x, t);
     let elbo = elbo_full(
         &sc,
         x.view(),

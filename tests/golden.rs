@@ -15,10 +15,16 @@
 use ndarray::{Array1, Array2, ArrayView2};
 use scoresde::chain::ddpm::Ddpm;
 use scoresde::gaussian::{GaussianMixture, MvGaussian};
+use scoresde::rng::NoiseSource;
+use scoresde::sampler::corrector::{Corrector, LangevinCorrector, StepNorm};
+use scoresde::sampler::ddim::{timesteps, Ddim, FinalAlpha, PrevRule, Spacing};
+use scoresde::sampler::ddpm::{DdpmSampler, ReverseVariance};
+use scoresde::sampler::predictor::{Ancestral, EulerMaruyama, Predictor, ReverseDiffusion, Step};
 use scoresde::schedule::beta::BetaSchedule;
 use scoresde::schedule::continuous::{GeometricSigma, LinearBeta};
 use scoresde::score::MixtureScore;
-use scoresde::sde::{level_index, ReverseSde, Sde, SubVpSde, VeSde, VpSde};
+use scoresde::score::{Level, ScoreModel};
+use scoresde::sde::{level_index, level_time, ReverseSde, Sde, SubVpSde, VeSde, VpSde};
 use serde_json::Value;
 use std::sync::OnceLock;
 
@@ -1014,5 +1020,449 @@ fn score_sde_correctors_raise_on_subvp() {
             msg.contains("AttributeError") && msg.contains("alphas"),
             "{key}: {msg}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The peers' updates through our sampler objects (`scoresde::sampler`)
+// ---------------------------------------------------------------------------------------------
+
+/// A noise source that replays recorded draws in order (the peer's fixed noise), and fails
+/// loudly if a sampler asks for more than was recorded.
+struct Replay {
+    data: Vec<f64>,
+    pos: usize,
+}
+
+impl Replay {
+    fn new(arrays: &[&Array2<f64>]) -> Self {
+        Self {
+            data: arrays.iter().flat_map(|a| a.iter().copied()).collect(),
+            pos: 0,
+        }
+    }
+}
+
+impl NoiseSource for Replay {
+    fn fill_normal(&mut self, out: &mut [f64]) {
+        let end = self.pos + out.len();
+        assert!(
+            end <= self.data.len(),
+            "the sampler drew more noise than recorded"
+        );
+        out.copy_from_slice(&self.data[self.pos..end]);
+        self.pos = end;
+    }
+}
+
+/// The diffusers network: a fixed `eps` prediction, served as the score `-eps / std` so that
+/// our samplers' `eps = -std * score` returns it (two roundings, relative `2^-52`, far below the
+/// float32 bounds used with it).
+struct FixedEps(Array2<f64>);
+
+impl ScoreModel for FixedEps {
+    fn dim(&self) -> usize {
+        self.0.ncols()
+    }
+    fn score(&self, _x: ArrayView2<f64>, level: Level) -> Array2<f64> {
+        self.0.mapv(|e| -e / level.std)
+    }
+}
+
+/// Whether `|a - b| <= tol` everywhere.
+fn within(a: &Array2<f64>, b: &Array2<f64>, tol: &Array2<f64>) -> bool {
+    a.iter()
+        .zip(b)
+        .zip(tol)
+        .all(|((a, b), t)| (a - b).abs() <= *t)
+}
+
+/// The float32 bound of one diffusers DDPM step (derived in
+/// `diffusers_ddpm_step_equals_our_posterior_step`).
+fn ddpm_step_bound(
+    sched: &BetaSchedule,
+    xt: &Array2<f64>,
+    eps: &Array2<f64>,
+    z: &Array2<f64>,
+    t: usize,
+    var: f64,
+) -> Array2<f64> {
+    let abar = sched.alpha_bar(t).unwrap();
+    let beta = sched.beta(t).unwrap();
+    let x0_scale = (&xt.mapv(f64::abs) + &(eps.mapv(f64::abs) * (1.0 - abar).sqrt())) / abar.sqrt();
+    let x0_tol = &x0_scale * (4.0 * U32);
+    let c0 = sched.posterior_mean_coef_x0(t).unwrap();
+    let ct = sched.posterior_mean_coef_xt(t).unwrap();
+    let terms = (x0_scale + &x0_tol) * c0.abs()
+        + xt.mapv(f64::abs) * ct.abs()
+        + z.mapv(f64::abs) * var.sqrt();
+    terms * (8.0 * U32 * (1.0 + 1.0 / beta))
+}
+
+/// diffusers' `DDPMScheduler.step` reproduced by OUR sampler object: `DdpmSampler::step` with
+/// `ReverseVariance::Posterior` for `fixed_small`, `Beta` for `fixed_large`, and
+/// `with_clip(Some(1))` for `clip_sample`, fed the peer's `eps` and noise, matches all 20
+/// records within the float32 bound of the step (ledger Ac10, A1.9).
+///
+/// Twins: the same sampler without the peer option (the other variance, or the other clipping
+/// setting) is rejected by the same bound on every record where its output differs from ours
+/// by more than twice the bound; each twin must be resolvable on at least one record
+/// (the variance at `t = 2, 11`; clipping at `t = 1000`, where `x0_hat` is far outside `[-1, 1]`).
+#[test]
+fn diffusers_ddpm_step_through_our_ddpm_sampler() {
+    let g = diffusers();
+    let (xt, z) = (arr2(&g["x"]), arr2(&g["noise"]));
+    let model = FixedEps(arr2(&g["model_output"]));
+    let sched = peer_linear_schedule();
+    let run = |var: ReverseVariance, clip: bool, t: usize| {
+        let s = DdpmSampler::new(sched.clone(), var)
+            .with_clip(clip.then_some(1.0))
+            .unwrap();
+        s.step(&model, xt.view(), t, &mut Replay::new(&[&z]))
+            .unwrap()
+    };
+    let (mut n, mut var_twins, mut clip_twins) = (0, 0, 0);
+    for rec in g["ddpm_steps"].as_array().unwrap() {
+        let t = rec["timestep"].as_u64().unwrap() as usize + 1;
+        let clip = rec["clip_sample"].as_bool().unwrap();
+        let large = rec["variance_type"] == "fixed_large";
+        let (var, other) = if large {
+            (ReverseVariance::Beta, ReverseVariance::Posterior)
+        } else {
+            (ReverseVariance::Posterior, ReverseVariance::Beta)
+        };
+        let sampler = DdpmSampler::new(sched.clone(), var);
+        let sigma2 = if t == 1 {
+            0.0
+        } else {
+            sampler.sigma2(t).unwrap()
+        };
+        let tol = ddpm_step_bound(&sched, &xt, &model.0, &z, t, sigma2);
+        let peer = arr2(&rec["prev_sample"]);
+        let ours = run(var, clip, t);
+        assert_close_each(&ours, &peer, &tol, &format!("DDPM sampler, t = {t}"));
+        n += 1;
+        for (twin, count) in [
+            (run(other, clip, t), &mut var_twins),
+            (run(var, !clip, t), &mut clip_twins),
+        ] {
+            if !within(&twin, &ours, &(&tol * 2.0)) {
+                assert!(!within(&twin, &peer, &tol), "twin matched at t = {t}");
+                *count += 1;
+            }
+        }
+    }
+    assert_eq!(n, 20);
+    assert!(
+        var_twins >= 1 && clip_twins >= 1,
+        "{var_twins} {clip_twins}"
+    );
+}
+
+fn spacing_of(name: &str) -> Spacing {
+    match name {
+        "leading" => Spacing::Leading,
+        "trailing" => Spacing::Trailing,
+        "linspace" => Spacing::Linspace,
+        _ => unreachable!(),
+    }
+}
+
+/// The peer's `set_timesteps` list for `(spacing, n)`, checked against our `timesteps`.
+fn peer_timesteps(spacing: &str, n: usize) -> Vec<usize> {
+    let rec = diffusers()["ddim_timesteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["spacing"] == spacing && r["num_inference_steps"].as_u64() == Some(n as u64))
+        .expect("a recorded timestep list");
+    let ts: Vec<usize> = rec["timesteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(ts, timesteps(1000, n, spacing_of(spacing)).unwrap());
+    ts
+}
+
+/// diffusers' `DDIMScheduler.step` (eta 0, 0.5, 1; leading, trailing, linspace; both
+/// `set_alpha_to_one`, both `clip_sample`) reproduced by OUR `Ddim` sampler object with the
+/// peer options: the peer's timestep list, `PrevRule::FixedStride`, `FinalAlpha::One`/`First`
+/// and `with_clip(Some(1))`; all 144 records match within the float32 bound derived for
+/// `ddim_step` above (ledger Bc11, Bc12).
+///
+/// Twins: our default `PrevRule::NextInSequence` (the textbook rule) is rejected on every
+/// record where it changes the output beyond twice the bound (the linspace records); so is the
+/// sampler with the other clipping setting; each twin must be resolvable somewhere.
+#[test]
+fn diffusers_ddim_steps_through_our_ddim_sampler() {
+    let g = diffusers();
+    let (xt, z) = (arr2(&g["x"]), arr2(&g["noise"]));
+    let model = FixedEps(arr2(&g["model_output"]));
+    let sched = peer_linear_schedule();
+    let (mut n, mut rule_twins, mut clip_twins) = (0, 0, 0);
+    for rec in g["ddim_steps"].as_array().unwrap() {
+        let i = rec["timestep"].as_u64().unwrap() as usize;
+        let steps = rec["num_inference_steps"].as_u64().unwrap() as usize;
+        let spacing = rec["spacing"].as_str().unwrap();
+        let ts = peer_timesteps(spacing, steps);
+        let idx = ts.iter().position(|&k| k == i).unwrap();
+        let one = rec["set_alpha_to_one"].as_bool().unwrap();
+        let clip = rec["clip_sample"].as_bool().unwrap();
+        let eta = f(&rec["eta"]);
+        let make = |rule: PrevRule, clip: bool| {
+            let fa = if one {
+                FinalAlpha::One
+            } else {
+                FinalAlpha::First
+            };
+            Ddim::with_timesteps(sched.clone(), ts.clone(), fa, eta)
+                .unwrap()
+                .with_prev_rule(rule)
+                .with_clip(clip.then_some(1.0))
+                .unwrap()
+                .step(&model, xt.view(), idx, &mut Replay::new(&[&z]))
+                .unwrap()
+        };
+        let prev = i as i64 - (1000 / steps) as i64;
+        let final_abar = if one {
+            1.0
+        } else {
+            sched.alpha_bar(1).unwrap()
+        };
+        let tol = ddim_step(
+            &sched,
+            xt.view(),
+            model.0.view(),
+            z.view(),
+            i,
+            prev,
+            final_abar,
+            eta,
+            clip,
+        )
+        .tol;
+        let peer = arr2(&rec["prev_sample"]);
+        let ours = make(PrevRule::FixedStride, clip);
+        assert_close_each(&ours, &peer, &tol, &format!("DDIM sampler {rec}"));
+        n += 1;
+        for (twin, count) in [
+            (make(PrevRule::NextInSequence, clip), &mut rule_twins),
+            (make(PrevRule::FixedStride, !clip), &mut clip_twins),
+        ] {
+            if !within(&twin, &ours, &(&tol * 2.0)) {
+                assert!(!within(&twin, &peer, &tol), "twin matched: {rec}");
+                *count += 1;
+            }
+        }
+    }
+    assert_eq!(n, 144);
+    assert!(
+        rule_twins >= 1 && clip_twins >= 1,
+        "{rule_twins} {clip_twins}"
+    );
+}
+
+/// The step our PC sampler takes at time `t` of an `N = 1000` grid, at the peer's level.
+fn peer_step(t: f64) -> Step {
+    Step {
+        t,
+        dt: 1.0 / 1000.0,
+        level: peer_index(t, 1000),
+        n_levels: 1000,
+    }
+}
+
+/// The scale of an update for the `1e-12` comparison: the largest magnitudes of `x`, of the
+/// deterministic increment and of the noise increment.
+fn update_scale(x: &Array2<f64>, mean: &Array2<f64>, out: &Array2<f64>) -> f64 {
+    amax(x) + amax(&(mean - x)) + amax(&(out - mean))
+}
+
+/// score_sde's `EulerMaruyamaPredictor` reproduced by OUR `EulerMaruyama` predictor object
+/// (`dt = 1/N` as the peer's `-1/N`), VP, sub-VP, VE at five times, float64 `1e-12`.
+/// Twin: a step of `1/(N-1)` (the level spacing) is rejected everywhere.
+#[test]
+fn score_sde_euler_maruyama_through_our_predictor() {
+    let score = gaussian_data_score();
+    for name in SDES {
+        let sde = sde_of(name);
+        let rsde = ReverseSde::new(sde.as_ref(), &score);
+        let u = updates(name);
+        let (x, z) = (arr2(&u["x"]), arr2(&u["noise"][0]));
+        for rec in u["times"].as_array().unwrap() {
+            let t = f(&rec["t"]);
+            let p = &rec["euler_maruyama"];
+            let (xn, xm) = EulerMaruyama
+                .step(&rsde, x.view(), peer_step(t), &mut Replay::new(&[&z]))
+                .unwrap();
+            let scale = update_scale(&x, &xm, &xn);
+            assert_f64(&xm, &arr2(&p["x_mean"]), scale, name);
+            assert_f64(&xn, &arr2(&p["x"]), scale, name);
+            let wrong = Step {
+                dt: 1.0 / 999.0,
+                ..peer_step(t)
+            };
+            let (tw, _) = EulerMaruyama
+                .step(&rsde, x.view(), wrong, &mut Replay::new(&[&z]))
+                .unwrap();
+            let gap = amax(&(&tw - &arr2(&p["x"])));
+            assert!(gap > F64_REL * scale, "{name} t = {t}: twin matched");
+        }
+    }
+}
+
+/// score_sde's `ReverseDiffusionPredictor` reproduced by OUR `ReverseDiffusion` predictor
+/// object at the peer's level (VP: the DDPM step into level `k`; VE: the SMLD step; sub-VP:
+/// Euler-Maruyama at the current `t`, the fixed bug), float64 `1e-12`.
+///
+/// This pins the time of the sub-VP discretisation: the former behaviour, `discretize` at the
+/// level's time `k/(N-1)` instead of `t`, is rejected at every recorded time that is not a
+/// level time (t = 0.5, 0.123, 0.7, 0.001: `t - k/(N-1)` up to `1/(N-1)`); the gap it
+/// leaves is ~1e-4 of the step (printed). Twin for VP/VE: the nearest level in place of the
+/// peer's truncated one is rejected where the two differ (6 records).
+#[test]
+fn score_sde_reverse_diffusion_through_our_predictor() {
+    let score = gaussian_data_score();
+    let (mut level_twins, mut time_twins, mut worst) = (0, 0, 0.0f64);
+    for name in SDES {
+        let sde = sde_of(name);
+        let rsde = ReverseSde::new(sde.as_ref(), &score);
+        let u = updates(name);
+        let (x, z) = (arr2(&u["x"]), arr2(&u["noise"][0]));
+        for rec in u["times"].as_array().unwrap() {
+            let t = f(&rec["t"]);
+            let p = &rec["reverse_diffusion"];
+            let peer = arr2(&p["x"]);
+            let (xn, xm) = ReverseDiffusion
+                .step(&rsde, x.view(), peer_step(t), &mut Replay::new(&[&z]))
+                .unwrap();
+            let scale = update_scale(&x, &xm, &xn);
+            assert_f64(&xm, &arr2(&p["x_mean"]), scale, name);
+            assert_f64(&xn, &peer, scale, name);
+            let k = peer_index(t, 1000);
+            if name == "subvp" {
+                // The old rule: the Euler step at the level time k/(N-1).
+                let (rf, g) = rsde
+                    .discretize(x.view(), level_time(k, 1000, 1.0), 1000)
+                    .unwrap();
+                let old = &(&x - &rf) + &(&z * g);
+                let gap = amax(&(&old - &peer));
+                if (t - level_time(k, 1000, 1.0)).abs() > 1e-12 {
+                    assert!(
+                        gap > 1e3 * F64_REL * scale,
+                        "sub-VP t = {t}: old rule matched"
+                    );
+                    worst = worst.max(gap / scale);
+                    time_twins += 1;
+                }
+            } else if level_index(t, 1.0, 1000).unwrap() != k {
+                let near = Step {
+                    level: level_index(t, 1.0, 1000).unwrap(),
+                    ..peer_step(t)
+                };
+                let (tw, _) = ReverseDiffusion
+                    .step(&rsde, x.view(), near, &mut Replay::new(&[&z]))
+                    .unwrap();
+                assert!(
+                    amax(&(&tw - &peer)) > F64_REL * scale,
+                    "{name} t = {t}: twin"
+                );
+                level_twins += 1;
+            }
+        }
+    }
+    println!("sub-VP at the level time instead of t: largest relative gap {worst:.3e}");
+    assert_eq!((level_twins, time_twins), (6, 4));
+}
+
+/// score_sde's `AncestralSamplingPredictor` reproduced by OUR `Ancestral` predictor object
+/// (`Ancestral::vp`, `Ancestral::ve`) at the peer's level, float64 `1e-12` (ledger D4, Dc39).
+/// Twin: the nearest level in place of the truncated one is rejected where they differ.
+#[test]
+fn score_sde_ancestral_through_our_predictor() {
+    let score = gaussian_data_score();
+    let mut twins = 0;
+    for name in ["vp", "ve"] {
+        let sde = sde_of(name);
+        let pred = if name == "vp" {
+            Ancestral::vp(&vp())
+        } else {
+            Ancestral::ve(&ve())
+        };
+        let rsde = ReverseSde::new(sde.as_ref(), &score);
+        let u = updates(name);
+        let (x, z) = (arr2(&u["x"]), arr2(&u["noise"][0]));
+        for rec in u["times"].as_array().unwrap() {
+            let t = f(&rec["t"]);
+            let p = &rec["ancestral_sampling"];
+            let (xn, xm) = pred
+                .step(&rsde, x.view(), peer_step(t), &mut Replay::new(&[&z]))
+                .unwrap();
+            let scale = update_scale(&x, &xm, &xn);
+            assert_f64(&xm, &arr2(&p["x_mean"]), scale, name);
+            assert_f64(&xn, &arr2(&p["x"]), scale, name);
+            let near = level_index(t, 1.0, 1000).unwrap();
+            if near != peer_index(t, 1000) {
+                let step = Step {
+                    level: near,
+                    ..peer_step(t)
+                };
+                let (tw, _) = pred
+                    .step(&rsde, x.view(), step, &mut Replay::new(&[&z]))
+                    .unwrap();
+                assert!(
+                    amax(&(&tw - &arr2(&p["x"]))) > F64_REL * scale,
+                    "{name} {t}"
+                );
+                twins += 1;
+            }
+        }
+    }
+    assert_eq!(twins, 6);
+}
+
+/// score_sde's `LangevinCorrector` (two steps, snr 0.16, the two recorded noises) reproduced
+/// by OUR `LangevinCorrector` object with its default batch-averaged step size, VP and VE at
+/// five times, float64 `1e-12` of the largest term. Twin: `StepNorm::PerSample` (each row its
+/// own step size, not the peer's option) is rejected everywhere.
+#[test]
+fn score_sde_langevin_corrector_through_our_corrector() {
+    let score = gaussian_data_score();
+    for name in ["vp", "ve"] {
+        let sde = sde_of(name);
+        let rsde = ReverseSde::new(sde.as_ref(), &score);
+        let u = updates(name);
+        let x = arr2(&u["x"]);
+        let snr = f(&u["snr"]);
+        let steps = u["n_steps"].as_u64().unwrap() as usize;
+        let noises: Vec<Array2<f64>> = (0..steps).map(|j| arr2(&u["noise"][j])).collect();
+        let refs: Vec<&Array2<f64>> = noises.iter().collect();
+        let run = |c: LangevinCorrector, t: f64| {
+            let mut replay = Replay::new(&refs);
+            let (mut xn, mut xm, mut scale) = (x.clone(), x.clone(), amax(&x));
+            for _ in 0..steps {
+                let (a, b) = c.step(&rsde, xn.view(), peer_step(t), &mut replay).unwrap();
+                scale = scale.max(update_scale(&xn, &b, &a));
+                (xn, xm) = (a, b);
+            }
+            (xn, xm, scale)
+        };
+        for rec in u["times"].as_array().unwrap() {
+            let t = f(&rec["t"]);
+            let p = &rec["langevin"];
+            let (xn, xm, scale) = run(LangevinCorrector::new(snr).unwrap(), t);
+            assert_f64(&xm, &arr2(&p["x_mean"]), scale, name);
+            assert_f64(&xn, &arr2(&p["x"]), scale, name);
+            let per_row = LangevinCorrector::new(snr)
+                .unwrap()
+                .with_norm(StepNorm::PerSample);
+            let (tw, _, _) = run(per_row, t);
+            assert!(
+                amax(&(&tw - &arr2(&p["x"]))) > 1e3 * F64_REL * scale,
+                "{name} t = {t}: per-sample twin matched"
+            );
+        }
     }
 }

@@ -278,3 +278,56 @@ fn eps_loss_gradient_is_twice_the_residual() {
         assert!((*gv as f64 - want).abs() < 1e-6, "{gv} vs {want}");
     }
 }
+
+/// Ledger Dc31: the eps form of sliced score matching equals its score form. For a network
+/// `e` with score `s = −e / sigma` and difference step `h = c sigma`, the score form
+/// `lambda [vᵀ(s⁺ − s⁻)/(2h) + ½ (vᵀ s̄)²]` (weights `lambda`) and the eps form
+/// `(lambda / sigma²) [−vᵀ(e⁺ − e⁻)/(2c) + ½ (vᵀ ē)²]` (weights `lambda / sigma²`) agree to
+/// the `f32` tolerance of this file, at noise levels from 0.01 to 1 (where the score form
+/// divides by small numbers). A weight of `lambda` instead of `lambda / sigma²` in the eps form
+/// (the natural slip) is far off.
+#[test]
+fn ssm_eps_form_equals_score_form() {
+    let (n, d) = (24, 3);
+    let ep = normal(41, n, d);
+    let em = &ep + &(normal(42, n, d) * 0.1);
+    let v = normal(43, n, d);
+    let sigma: Vec<f64> = (0..n)
+        .map(|i| 0.01 * 100f64.powf(i as f64 / (n - 1) as f64))
+        .collect();
+    let lambda: Vec<f64> = (0..n).map(|i| 0.5 + (i % 5) as f64).collect();
+    let c = 0.05;
+    let mut sp = ep.clone();
+    let mut sm = em.clone();
+    for (i, &sg) in sigma.iter().enumerate() {
+        sp.row_mut(i).mapv_inplace(|e| -e / sg);
+        sm.row_mut(i).mapv_inplace(|e| -e / sg);
+    }
+    let h: Vec<f64> = sigma.iter().map(|s| c * s).collect();
+    // The score form in f64, directly from its formula.
+    let mut want = 0.0;
+    for i in 0..n {
+        let jac = v.row(i).dot(&(&sp.row(i) - &sm.row(i))) / (2.0 * h[i]);
+        let mid = v.row(i).dot(&((&sp.row(i) + &sm.row(i)) * 0.5));
+        want += lambda[i] * (jac + 0.5 * mid * mid);
+    }
+    want /= (n * d) as f64;
+    let score_form = eval(|g| {
+        loss::sliced_score_matching_weighted(g, &tensor(&sp), &tensor(&sm), &v, &h, &lambda)
+    });
+    close(score_form, want);
+    let w: Vec<f64> = lambda
+        .iter()
+        .zip(&sigma)
+        .map(|(l, s)| l / (s * s))
+        .collect();
+    let eps_form =
+        eval(|g| loss::sliced_score_matching_eps(g, &tensor(&ep), &tensor(&em), &v, c, &w));
+    close(eps_form, want);
+    let wrong =
+        eval(|g| loss::sliced_score_matching_eps(g, &tensor(&ep), &tensor(&em), &v, c, &lambda));
+    assert!(
+        (wrong - want).abs() > 0.1 * want.abs(),
+        "weights lambda instead of lambda/sigma^2 should differ: {wrong} vs {want}"
+    );
+}

@@ -7,7 +7,9 @@ use scoresde::engine::optim::AdamConfig;
 use scoresde::engine::{Graph, Tensor};
 use scoresde::loss::Weighting;
 use scoresde::score::{Level, ScoreModel};
-use scoresde::train::{ModelSpec, RunDir, SdeKind, Source, TrainConfig, Trainer};
+use scoresde::train::{
+    ModelSpec, Objective, RunDir, SdeKind, Source, TimeSampling, TrainConfig, Trainer,
+};
 use scoresde::Error;
 use std::path::PathBuf;
 
@@ -23,7 +25,9 @@ fn tiny(steps: u64) -> TrainConfig {
         }),
         sde: SdeKind::Vp,
         ve_sigma_max: 5.0,
+        objective: Objective::Dsm,
         weighting: Weighting::SigmaSquared,
+        time_sampling: TimeSampling::Uniform,
         adam: AdamConfig {
             lr: 2e-3,
             warmup: 50,

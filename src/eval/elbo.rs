@@ -16,7 +16,7 @@
 use crate::chain::ddpm::{log_normal_interval, Ddpm};
 use crate::engine::{Graph, Tensor};
 use crate::error::{Error, Result};
-use crate::loss::ReverseVariance;
+use crate::loss::{Prediction, ReverseVariance};
 use crate::rng::NoiseSource;
 use crate::schedule::beta::BetaSchedule;
 use crate::sde::Sde;
@@ -66,6 +66,23 @@ impl SdeChain {
             chain: Ddpm::new(BetaSchedule::from_betas(betas)?),
             times,
         })
+    }
+
+    /// A chain given by its own schedule (a model trained on the DDPM chain, e.g. the
+    /// 1000-step linear one): step `i` sits at network time `t_i = i / S`.
+    pub fn from_schedule(schedule: BetaSchedule) -> SdeChain {
+        let s = schedule.steps();
+        SdeChain {
+            times: (1..=s).map(|i| i as f64 / s as f64).collect(),
+            chain: Ddpm::new(schedule),
+        }
+    }
+
+    /// The step `i` whose time is `t` (nearest), `1..=S`.
+    pub fn step_of(&self, t: f64) -> usize {
+        let s = self.steps();
+        let dt = self.times[0];
+        ((t / dt).round() as usize).clamp(1, s)
     }
 
     /// Number of steps `S`.
@@ -346,8 +363,35 @@ pub fn elbo_sampled(
 // ANCHOR_END: elbo_sampled
 
 /// A trained network's `eps_theta(x_r, t_r)` with one time per row, in chunks of
-/// `score.chunk` rows: the [`EpsModel`] of a checkpoint.
-pub fn net_eps_rows(score: &NetScore, x: ArrayView2<f64>, t: &[f64]) -> Result<Array2<f64>> {
+/// `score.chunk` rows: the [`EpsModel`] of a checkpoint on the chain `sc`. A network that
+/// predicts `x0` or `v` is converted to `eps` with the scale `sqrt(abar_i)` and std
+/// `sqrt(1 − abar_i)` of the row's step (ledger Ac07).
+pub fn net_eps_rows(
+    score: &NetScore,
+    sc: &SdeChain,
+    x: ArrayView2<f64>,
+    t: &[f64],
+) -> Result<Array2<f64>> {
+    let mut out = net_output_rows(score, x, t)?;
+    if score.prediction != Prediction::Eps {
+        let sch = sc.chain.schedule();
+        for (r, &ti) in t.iter().enumerate() {
+            let i = sc.step_of(ti);
+            let (a, s) = (sch.sqrt_alpha_bar(i)?, sch.sqrt_one_minus_alpha_bar(i)?);
+            for j in 0..x.ncols() {
+                let (xv, o) = (x[[r, j]], out[[r, j]]);
+                out[[r, j]] = match score.prediction {
+                    Prediction::X0 => (xv - a * o) / s,
+                    Prediction::V => (a * o + s * xv) / (a * a + s * s),
+                    Prediction::Eps => o,
+                };
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn net_output_rows(score: &NetScore, x: ArrayView2<f64>, t: &[f64]) -> Result<Array2<f64>> {
     let (n, d) = x.dim();
     let mut out = Array2::zeros((n, d));
     let mut start = 0;

@@ -90,7 +90,9 @@ impl Predictor for EulerMaruyama {
 /// The reverse-diffusion predictor (003 §4.1, ledger Dc37): if the forward chain's step into
 /// level `i` is `x -> x + F_i(x) + G_i z`, the reverse step is
 /// `x_mean = x - F_i(x) + G_i² s(x, t)`, `x = x_mean + G_i z`. It uses the SDE's own
-/// `discretize` at the time of level `i`, so it reproduces the DDPM/SMLD chain's increments.
+/// [`Sde::discretize_level`]: the DDPM/SMLD chain's step into level `i` for VP/VE, and the
+/// Euler-Maruyama step at the current time `t` for an SDE without a chain (sub-VP), as
+/// score_sde does.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReverseDiffusion;
 
@@ -106,8 +108,7 @@ impl Predictor for ReverseDiffusion {
         noise: &mut dyn NoiseSource,
     ) -> Result<(Array2<f64>, Array2<f64>)> {
         let sde = rsde.sde();
-        let t_level = crate::sde::level_time(step.level, step.n_levels, sde.t_end());
-        let (f, g) = sde.discretize(x, t_level, step.n_levels)?;
+        let (f, g) = sde.discretize_level(x, step.t, step.level, step.n_levels)?;
         let s = finite(rsde.score(x, step.t)?, "the score")?;
         let mean = &x - &f + &(s * (g * g));
         let x = &mean + &(normals(noise, x.dim()) * g);
@@ -217,10 +218,10 @@ impl Predictor for NonePredictor {
 }
 
 /// `alpha_i` of the Langevin corrector: `(1 + a)²` where the forward step into level `i` is
-/// `x -> (1 + a) x + G z` (`1 - beta_i` for VP, 1 for VE).
+/// `x -> (1 + a) x + G z` (`1 - beta_i` for VP, 1 for VE; for sub-VP the Euler step at `t`,
+/// [`Sde::discretize_level`]).
 pub(crate) fn level_alpha(sde: &dyn Sde, step: Step) -> Result<f64> {
-    let t_level = crate::sde::level_time(step.level, step.n_levels, sde.t_end());
     let one = Array2::from_elem((1, 1), 1.0);
-    let (f, _) = sde.discretize(one.view(), t_level, step.n_levels)?;
+    let (f, _) = sde.discretize_level(one.view(), step.t, step.level, step.n_levels)?;
     Ok((1.0 + f[[0, 0]]).powi(2))
 }

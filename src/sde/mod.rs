@@ -77,6 +77,18 @@ pub fn level_index_with(t: f64, t_end: f64, n: usize, rounding: LevelRounding) -
     })
 }
 
+/// Checks that `level` is a level of an `n`-level chain (`n >= 2`, `level < n`).
+pub(crate) fn check_level(level: usize, n: usize) -> Result<()> {
+    if n >= 2 && level < n {
+        Ok(())
+    } else {
+        Err(Error::param(
+            "level",
+            format!("level {level} of a {n}-level chain (need n >= 2 and level < n)"),
+        ))
+    }
+}
+
 /// The time `t_k = k T / (n - 1)` of level `k` of an `n`-level chain.
 pub fn level_time(k: usize, n: usize, t_end: f64) -> f64 {
     k as f64 * t_end / (n - 1) as f64
@@ -160,4 +172,23 @@ pub trait Sde: Send + Sync {
         Ok((f, self.diffusion(t)? * dt.sqrt()))
     }
     // ANCHOR_END: euler_discretize
+
+    // ANCHOR: discretize_level
+    /// The forward step a sampler reverses at grid time `t`, which is level `level` of an
+    /// `n_steps`-level chain. An SDE with a discrete chain (VP: DDPM, VE: SMLD) takes the
+    /// chain's step into `level` (the time only names the level); the default, for an SDE
+    /// without one (sub-VP), is [`Sde::discretize`] at `t` itself, as score_sde does. Using the
+    /// level's time `level_time(level)` there instead would evaluate `f` and `g` at a time
+    /// the sampler is not at (off by up to `T/(n-1)`).
+    fn discretize_level(
+        &self,
+        x: ArrayView2<f64>,
+        t: f64,
+        level: usize,
+        n_steps: usize,
+    ) -> Result<(Array2<f64>, f64)> {
+        let _ = level;
+        self.discretize(x, t, n_steps)
+    }
+    // ANCHOR_END: discretize_level
 }

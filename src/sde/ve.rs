@@ -1,7 +1,7 @@
 //! The variance-exploding SDE `dx = sqrt(d sigma²/dt) dw` (ledger D9; 003 eq. 9) with a
 //! geometric `sigma(t)`, the continuous limit of the SMLD chain (ledger D8; 003 eq. 8).
 
-use super::{check_time, level_index_with, level_time, LevelRounding, Sde};
+use super::{check_level, check_time, level_index_with, level_time, LevelRounding, Sde};
 use crate::error::{Error, Result};
 use crate::schedule::continuous::GeometricSigma;
 use ndarray::{Array2, ArrayView2};
@@ -131,6 +131,19 @@ impl Sde for VeSde {
     /// with `sigma_{-1} = 0`, so level `k` has total variance exactly `sigma_k²`.
     fn discretize(&self, x: ArrayView2<f64>, t: f64, n_steps: usize) -> Result<(Array2<f64>, f64)> {
         let k = level_index_with(t, self.t_end(), n_steps, self.rounding)?;
+        self.discretize_level(x, t, k, n_steps)
+    }
+
+    /// The SMLD step into level `level` itself (`t` is not used).
+    fn discretize_level(
+        &self,
+        x: ArrayView2<f64>,
+        _t: f64,
+        level: usize,
+        n_steps: usize,
+    ) -> Result<(Array2<f64>, f64)> {
+        check_level(level, n_steps)?;
+        let k = level;
         let s = self.discrete_sigma(k, n_steps);
         let prev = if k == 0 {
             0.0

@@ -1,7 +1,7 @@
 //! The variance-preserving SDE `dx = -½ beta(t) x dt + sqrt(beta(t)) dw` (ledger D11; 003
 //! eq. 11), the continuous limit of the DDPM chain (ledger D10; 003 eq. 10).
 
-use super::{check_time, level_index_with, level_time, LevelRounding, Sde};
+use super::{check_level, check_time, level_index_with, level_time, LevelRounding, Sde};
 use crate::error::{Error, Result};
 use crate::schedule::continuous::LinearBeta;
 use ndarray::{Array2, ArrayView2};
@@ -104,9 +104,21 @@ impl Sde for VpSde {
     /// The DDPM step into level `k` nearest `t` (or below `t`, see [`VpSde::with_rounding`]): `x_k = sqrt(1 - beta_k) x_{k-1} + sqrt(beta_k) z`,
     /// i.e. `F = (sqrt(1 - beta_k) - 1) x`, `G = sqrt(beta_k)`, `beta_k = beta(t_k) / n`.
     fn discretize(&self, x: ArrayView2<f64>, t: f64, n_steps: usize) -> Result<(Array2<f64>, f64)> {
-        check_levels(&self.beta, n_steps)?;
         let k = level_index_with(t, self.t_end(), n_steps, self.rounding)?;
-        let b = self.discrete_beta(k, n_steps);
+        self.discretize_level(x, t, k, n_steps)
+    }
+
+    /// The DDPM step into level `level` itself (`t` is not used).
+    fn discretize_level(
+        &self,
+        x: ArrayView2<f64>,
+        _t: f64,
+        level: usize,
+        n_steps: usize,
+    ) -> Result<(Array2<f64>, f64)> {
+        check_levels(&self.beta, n_steps)?;
+        check_level(level, n_steps)?;
+        let b = self.discrete_beta(level, n_steps);
         let a = (1.0 - b).sqrt() - 1.0;
         Ok((x.mapv(|v| a * v), b.sqrt()))
     }

@@ -17,19 +17,24 @@ use crate::engine::{Graph, ParamStore, Tensor};
 use crate::error::{Error, Result};
 use crate::loss;
 use crate::rng::{self, Rng};
+use crate::schedule::beta::BetaSchedule;
 use crate::sde::Sde;
 use ndarray::{Array2, Axis};
 use rand::Rng as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub mod config;
+pub mod importance;
 pub mod net;
 pub mod run;
 pub mod sample;
 
-pub use config::{SdeKind, TrainConfig};
+pub use config::{Objective, SdeKind, TrainConfig};
+pub use importance::{ImportanceTime, TimeSampling};
 pub use net::{ModelSpec, Net, NetScore};
 pub use run::RunDir;
 
@@ -93,7 +98,18 @@ pub struct Trainer {
     /// The parameter EMA.
     pub ema: Ema<f32>,
     sde: Box<dyn Sde>,
+    importance: Option<ImportanceTime>,
+    chain: Option<BetaSchedule>,
+    /// When set (e.g. by a Ctrl-C handler), [`Trainer::train`] stops after the current step,
+    /// checks and checkpoints the state as at the end of a run, and returns `Ok`.
+    pub stop: Option<Arc<AtomicBool>>,
 }
+
+/// Relative step `c` of the central difference in sliced score matching: `h = c sigma(t)`.
+pub const SSM_STEP: f64 = 0.05;
+
+/// Cells of the importance density of `t`.
+pub const IMPORTANCE_CELLS: usize = 4096;
 
 const META_CONFIG: &str = "train_config";
 
@@ -106,6 +122,19 @@ impl Trainer {
         let adam = Adam::new(config.adam.clone(), &store)?;
         let ema = Ema::new(&store, config.ema_decay)?;
         let sde = config.sde.build(config.ve_sigma_max)?;
+        let importance = match config.time_sampling {
+            TimeSampling::Importance => Some(ImportanceTime::new(
+                sde.as_ref(),
+                config.weighting,
+                config.t_eps,
+                IMPORTANCE_CELLS,
+            )?),
+            TimeSampling::Uniform => None,
+        };
+        let chain = match config.objective {
+            Objective::Ddpm(_) => Some(config::ddpm_schedule()?),
+            _ => None,
+        };
         Ok(Trainer {
             config,
             net,
@@ -113,6 +142,9 @@ impl Trainer {
             adam,
             ema,
             sde,
+            importance,
+            chain,
+            stop: None,
         })
     }
 
@@ -126,19 +158,83 @@ impl Trainer {
         self.sde.as_ref()
     }
 
+    /// Training times of a batch of `n` and the reweight of each (1 for uniform times).
+    fn draw_times(&self, n: usize, r: &mut Rng) -> (Vec<f64>, Vec<f64>) {
+        let (t_eps, t_end) = (self.config.t_eps, self.sde.t_end());
+        match &self.importance {
+            None => (
+                (0..n)
+                    .map(|_| t_eps + (t_end - t_eps) * r.random::<f64>())
+                    .collect(),
+                vec![1.0; n],
+            ),
+            Some(q) => (0..n).map(|_| q.draw(r)).unzip(),
+        }
+    }
+
+    // ANCHOR: loss_at
     /// The graph and loss of step `k` (its batch depends only on `(seed, k)`).
     fn loss_at(&self, k: u64, source: &Source) -> Result<(Graph<f32>, Tensor<f32>)> {
         let mut r = rng::stream(self.config.seed, k);
         let x0 = source.batch(self.config.batch, &mut r);
-        let b = loss::perturb_sde(self.sde.as_ref(), x0.view(), self.config.t_eps, &mut r)?;
         let mut g = Graph::<f32>::new();
-        let x = Tensor::from_vec(
-            &[b.len(), b.dim()],
-            b.xt.iter().map(|&v| v as f32).collect(),
-        )?;
-        let out = self.net.eps(&mut g, &self.store, &x, &b.t)?;
-        let l = loss::dsm(&mut g, &out, &b, self.sde.as_ref(), self.config.weighting)?;
+        let to_f32 = |a: &Array2<f64>| {
+            Tensor::from_vec(
+                &[a.nrows(), a.ncols()],
+                a.iter().map(|&v| v as f32).collect(),
+            )
+        };
+        let l = match self.config.objective {
+            Objective::Ddpm(prediction) => {
+                // Algorithm 1: t ~ U{1..T}, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps.
+                let chain = self.chain.as_ref().expect("chain of a ddpm objective");
+                let b = loss::perturb_ddpm(chain, x0.view(), &mut r)?;
+                let tau: Vec<f64> = b.t.iter().map(|t| t / chain.steps() as f64).collect();
+                let out = self.net.eps(&mut g, &self.store, &to_f32(&b.xt)?, &tau)?;
+                loss::ddpm_simple(&mut g, &out, &b, prediction)?
+            }
+            Objective::Dsm => {
+                let (t, reweight) = self.draw_times(x0.nrows(), &mut r);
+                let b = loss::perturb_sde_at(self.sde.as_ref(), x0.view(), t, &mut r)?;
+                let out = self.net.eps(&mut g, &self.store, &to_f32(&b.xt)?, &b.t)?;
+                let w = self.row_weights(&b, &reweight)?;
+                loss::weighted_squared_error(&mut g, &out, &b.eps, &w)?
+            }
+            Objective::Ssm => {
+                // x(t) ~ p_t by the kernel; the score's directional derivative along Gaussian
+                // probes v by central differences of step h = c sigma(t).
+                let (t, reweight) = self.draw_times(x0.nrows(), &mut r);
+                let b = loss::perturb_sde_at(self.sde.as_ref(), x0.view(), t, &mut r)?;
+                let mut v = Array2::<f64>::zeros(b.xt.raw_dim());
+                crate::rng::NoiseSource::fill_normal(
+                    &mut r,
+                    v.as_slice_mut().expect("standard layout"),
+                );
+                let mut xp = b.xt.clone();
+                let mut xm = b.xt.clone();
+                for i in 0..b.len() {
+                    let h = SSM_STEP * b.std[i];
+                    xp.row_mut(i).scaled_add(h, &v.row(i));
+                    xm.row_mut(i).scaled_add(-h, &v.row(i));
+                }
+                let ep = self.net.eps(&mut g, &self.store, &to_f32(&xp)?, &b.t)?;
+                let em = self.net.eps(&mut g, &self.store, &to_f32(&xm)?, &b.t)?;
+                let w = self.row_weights(&b, &reweight)?;
+                loss::sliced_score_matching_eps(&mut g, &ep, &em, &v, SSM_STEP, &w)?
+            }
+        };
         Ok((g, l))
+    }
+    // ANCHOR_END: loss_at
+
+    /// `lambda(t) / sigma(t)²` times the importance reweight, per row.
+    fn row_weights(&self, b: &loss::Perturbed, reweight: &[f64]) -> Result<Vec<f64>> {
+        b.t.iter()
+            .zip(reweight)
+            .map(|(&t, &q)| {
+                importance::eps_weight(self.sde.as_ref(), self.config.weighting, t).map(|w| w * q)
+            })
+            .collect()
     }
 
     fn check_loss(&self, k: u64, l: f64, last_good: &Option<(u64, PathBuf)>) -> Result<()> {
@@ -238,6 +334,9 @@ impl Trainer {
         let mut rows: Vec<String> = Vec::new();
         let total = self.config.steps;
         while self.step_count() < total {
+            if self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                break;
+            }
             let k = self.step_count() + 1;
             let (g, l) = self.loss_at(k, source)?;
             let lv = l.item() as f64;
@@ -293,11 +392,12 @@ impl Trainer {
         Ok(())
     }
 
-    /// The score model of the EMA parameters.
+    /// The score model of the EMA parameters (continuous time `t` in `[0, 1]` as the level's
+    /// time; see [`NetScore::for_chain`] for the DDPM sampler's step indices).
     pub fn score_model(&self) -> Result<NetScore> {
-        Ok(NetScore::new(
-            self.net.clone(),
-            self.ema.averaged(&self.store)?,
-        ))
+        Ok(
+            NetScore::new(self.net.clone(), self.ema.averaged(&self.store)?)
+                .with_prediction(self.config.objective.prediction()),
+        )
     }
 }

@@ -5,6 +5,7 @@
 use crate::engine::nn::{MlpConfig, MlpScoreNet, UNet, UNetConfig};
 use crate::engine::{Graph, ParamStore, Tensor};
 use crate::error::{Error, Result};
+use crate::loss::Prediction;
 use crate::score::{Level, ScoreModel};
 use ndarray::{Array2, ArrayView2};
 
@@ -97,6 +98,11 @@ pub struct NetScore {
     pub store: ParamStore<f32>,
     /// Rows per forward pass.
     pub chunk: usize,
+    /// What the network predicts (converted to `eps` with the level's scale and std).
+    pub prediction: Prediction,
+    /// The network's time input is `level.t / time_divisor` (1 for continuous time, `T` for
+    /// a DDPM sampler whose levels carry the step index).
+    pub time_divisor: f64,
 }
 
 impl NetScore {
@@ -106,10 +112,47 @@ impl NetScore {
             net,
             store,
             chunk: 512,
+            prediction: Prediction::Eps,
+            time_divisor: 1.0,
         }
     }
 
-    /// The predicted noise of each row, or the error.
+    /// The same network read as predicting `prediction`.
+    pub fn with_prediction(mut self, prediction: Prediction) -> Self {
+        self.prediction = prediction;
+        self
+    }
+
+    /// For a sampler whose levels carry the step index `i` of a `steps`-step chain: the
+    /// network reads `i / steps`.
+    pub fn for_chain(mut self, steps: usize) -> Self {
+        self.time_divisor = steps as f64;
+        self
+    }
+
+    /// The predicted noise at `level` (ledger Ac07): `eps` itself, or from `x0` prediction
+    /// `eps = (x − scale x0) / std`, or from `v = scale eps − std x0`,
+    /// `eps = (scale v + std x) / (scale² + std²)`.
+    pub fn try_eps_at(&self, x: ArrayView2<f64>, level: Level) -> Result<Array2<f64>> {
+        let out = self.try_eps(x, level.t / self.time_divisor)?;
+        let (a, s) = (level.scale, level.std);
+        Ok(match self.prediction {
+            Prediction::Eps => out,
+            Prediction::X0 => {
+                let mut e = x.to_owned();
+                e.zip_mut_with(&out, |x, &o| *x = (*x - a * o) / s);
+                e
+            }
+            Prediction::V => {
+                let mut e = x.to_owned();
+                let n2 = a * a + s * s;
+                e.zip_mut_with(&out, |x, &o| *x = (a * o + s * *x) / n2);
+                e
+            }
+        })
+    }
+
+    /// The raw network output of each row at network time `t`, or the error.
     pub fn try_eps(&self, x: ArrayView2<f64>, t: f64) -> Result<Array2<f64>> {
         let (n, d) = x.dim();
         if d != self.net.data_dim() {
@@ -146,7 +189,7 @@ impl NetScore {
                 format!("std {} must be positive", level.std),
             ));
         }
-        Ok(self.try_eps(x, level.t)? * (-1.0 / level.std))
+        Ok(self.try_eps_at(x, level)? * (-1.0 / level.std))
     }
 }
 
