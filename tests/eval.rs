@@ -694,6 +694,38 @@ fn elbo_rejects_non_vp_sde() {
     assert!(e.contains("not on the grid"), "{e}");
 }
 
+/// A network that predicts `x0` or `v` is read as `eps` on the chain (ledger Ac07) exactly as
+/// `NetScore::try_eps_at` reads it at the same level (scale `sqrt(abar_i)`, std
+/// `sqrt(1 − abar_i)`): an independent route through the score model, to 1e-12 relative.
+#[test]
+fn chain_eps_of_x0_and_v_networks_matches_the_score_model() {
+    use scoresde::engine::nn::MlpConfig;
+    use scoresde::engine::ParamStore;
+    use scoresde::eval::elbo::net_eps_rows;
+    use scoresde::loss::Prediction;
+    use scoresde::train::{ModelSpec, Net, NetScore};
+    let sc = SdeChain::new(&vp(), 50).unwrap();
+    let x = grid_data(6, 2, 17, 3);
+    for p in [Prediction::Eps, Prediction::X0, Prediction::V] {
+        let mut store = ParamStore::new();
+        let net = Net::new(&ModelSpec::Mlp(MlpConfig::default()), &mut store, 1).unwrap();
+        let score = NetScore::new(net, store).with_prediction(p);
+        for i in [1usize, 7, 50] {
+            let t = vec![sc.times[i - 1]; 6];
+            let got = net_eps_rows(&score, &sc, x.view(), &t).unwrap();
+            let sch = sc.chain.schedule();
+            let level = Level {
+                t: t[0],
+                scale: sch.sqrt_alpha_bar(i).unwrap(),
+                std: sch.sqrt_one_minus_alpha_bar(i).unwrap(),
+            };
+            let want = score.try_eps_at(x.view(), level).unwrap();
+            let err = max_abs(&(&got - &want)) / max_abs(&want).max(1.0);
+            assert!(err < 1e-12, "{p:?} step {i}: {err}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- 2-D metrics
 
 /// The NLL gap is zero for the exact score (ledger Dc47, Dc48): with the closed-form divergence
