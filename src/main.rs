@@ -106,7 +106,7 @@ enum Command {
     Likelihood(cmd_likelihood::LikelihoodArgs),
     /// Show a checkpoint's configuration and its tensors' names, shapes and dtypes.
     Inspect(cmd_model::InspectArgs),
-    /// Evaluate a checkpoint: sample quality and likelihood, chosen by its data.
+    /// Evaluate a checkpoint: sample quality and likelihood, chosen by its data
     ///
     /// Images: a Frechet distance between Gaussians fitted to a small classifier's features of
     /// generated samples and of held-out images, next to the floor of training vs held-out
@@ -119,6 +119,7 @@ enum Command {
     ///   scoresde eval --train-classifier --data digits --out runs/digits/classifier.safetensors
     ///   scoresde eval --checkpoint runs/digits/checkpoint.safetensors
     ///   scoresde eval --checkpoint runs/ring8/checkpoint.safetensors --n 2000 --json m.json
+    #[command(verbatim_doc_comment)]
     Eval(cmd_eval::EvalArgs),
     /// Print a discrete beta schedule's derived quantities (Ho et al. conventions: t = 1..T,
     /// alpha_bar_0 = 1).
