@@ -18,6 +18,7 @@ pub mod chain;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod gaussian;
 pub mod guidance;
 pub mod likelihood;

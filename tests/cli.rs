@@ -59,6 +59,7 @@ fn every_subcommand_has_help() {
         "sample",
         "likelihood",
         "inspect",
+        "eval",
         "schedule",
     ] {
         assert!(text.contains(sub), "top-level help lacks {sub}");

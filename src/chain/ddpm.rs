@@ -431,7 +431,7 @@ fn log_std_normal_cdf(z: f64) -> f64 {
 
 /// `ln (Phi(u) - Phi(l))` for `l < u`, without cancellation: an interval in the upper tail is
 /// reflected to the lower tail, and the difference is taken as `ln Phi(u) + ln(1 - Phi(l)/Phi(u))`.
-fn log_normal_interval(l: f64, u: f64) -> f64 {
+pub(crate) fn log_normal_interval(l: f64, u: f64) -> f64 {
     if l > 0.0 {
         return log_normal_interval(-u, -l);
     }
