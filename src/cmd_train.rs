@@ -287,6 +287,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
     let mut trainer = Trainer::new(config)?;
+    // Reject a sampling step count the SDE cannot discretise now, not after training.
+    let sample_steps = a.sample_steps.unwrap_or(if is_toy { 1000 } else { 500 });
+    scoresde::train::sample::check_sampling_steps(trainer.sde(), sample_steps)?;
     let resume_step = if a.resume {
         let ck = out.join("checkpoint.safetensors");
         trainer.resume(&ck)?;
@@ -390,7 +393,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         trainer.sde(),
         &score,
         n,
-        a.sample_steps.unwrap_or(if is_toy { 1000 } else { 500 }),
+        sample_steps,
         trainer.config.seed,
         &out.join("samples.png"),
         None,

@@ -307,3 +307,26 @@ fn each_objective_trains_end_to_end_and_its_checkpoint_samples() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A sampling step count the SDE cannot discretise (VP needs `beta_max / n < 1`, so 5 levels
+/// fail) is rejected before training starts: one clear line, and no checkpoint is written.
+#[test]
+fn bad_sample_steps_are_rejected_before_training() {
+    let dir = tempdir("samplesteps");
+    let out = dir.join("run");
+    fails_clearly(
+        &[
+            "train",
+            "--data",
+            "ring8",
+            "--steps",
+            "50",
+            "--sample-steps",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "beta_max / n",
+    );
+    assert!(!out.join("checkpoint.safetensors").exists());
+}

@@ -10,6 +10,16 @@ use crate::score::ScoreModel;
 use crate::sde::{ReverseSde, Sde};
 use ndarray::Array2;
 
+/// Checks, before any work is done, that [`reverse_diffusion`] can run `steps` levels of `sde`
+/// (at least 2, and a discretisation the SDE accepts, e.g. VP needs `beta_max / steps < 1`).
+pub fn check_sampling_steps(sde: &dyn Sde, steps: usize) -> Result<()> {
+    if steps < 2 {
+        return Err(Error::param("steps", "need at least 2 sampling steps"));
+    }
+    let x = Array2::<f64>::zeros((1, 1));
+    sde.discretize(x.view(), sde.t_end(), steps).map(|_| ())
+}
+
 /// `n` samples of dimension `score.dim()` with `steps` reverse-diffusion steps from `seed`.
 pub fn reverse_diffusion(
     sde: &dyn Sde,
