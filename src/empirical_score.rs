@@ -87,7 +87,7 @@ impl EmpiricalScore {
         if x.iter().any(|v| !v.is_finite()) {
             return Err(Error::NonFinite("x contains NaN or infinity".into()));
         }
-        if !level.scale.is_finite() || !(level.std > 0.0 && level.std.is_finite()) {
+        if !(level.scale.is_finite() && level.std > 0.0 && level.std.is_finite()) {
             return Err(Error::param(
                 "level",
                 format!(
