@@ -391,3 +391,40 @@ fn empirical_score_rejects_bad_input() {
     let s = est.try_score(array![[0.5, 0.5]].view(), ok).unwrap();
     assert!(s.iter().all(|v| v.abs() < 1e-15));
 }
+
+/// `ŝ` is the gradient of `ln q̂(x) = ln (1/n) Σ_i N(x; scale x_i, std² I)` (the KDE of the
+/// scaled data, here with scale 0.8 as on a VP process): central differences with step 1e-5
+/// have truncation error ~ h² |∂³ ln q̂| ≈ 1e-10·(1/std)³ and rounding ~ 1e-16/h ≈ 1e-11 of
+/// `ln q̂`; tolerance 1e-6 relative to `1/std`.
+#[test]
+fn empirical_score_is_the_gradient_of_the_log_kde() {
+    let p = two_modes();
+    let est = sample(&p, 50, 3);
+    let (scale, std) = (0.8, 0.4);
+    let log_kde = |x: &Array1<f64>| {
+        let l: Vec<f64> = est
+            .data()
+            .rows()
+            .into_iter()
+            .map(|xi| -(&(&xi * scale) - x).mapv(|v| v * v).sum() / (2.0 * std * std))
+            .collect();
+        let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        m + l.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+    };
+    let h = 1e-5;
+    for x in [array![1.5, 0.2], array![0.0, 0.0], array![-1.0, 0.7]] {
+        let s = est.score_at(x.view(), scale, std);
+        for j in 0..2 {
+            let mut xp = x.clone();
+            let mut xm = x.clone();
+            xp[j] += h;
+            xm[j] -= h;
+            let fd = (log_kde(&xp) - log_kde(&xm)) / (2.0 * h);
+            assert!(
+                (fd - s[j]).abs() < 1e-6 / std,
+                "x {x} coord {j}: {fd} vs {}",
+                s[j]
+            );
+        }
+    }
+}
