@@ -16,6 +16,7 @@
 
 pub mod chain;
 pub mod data;
+pub mod empirical_score;
 pub mod engine;
 pub mod error;
 pub mod eval;
