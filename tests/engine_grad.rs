@@ -280,6 +280,20 @@ proptest! {
         check(seed, vec![xl, gl, bl], &|g, x| g.layer_norm(&x[0], &x[1], &x[2], 1e-5).unwrap());
     }
 
+    /// The fused `group_norm_silu` op (input, gamma, beta) on 4-D and 3-D inputs: the
+    /// backward of the fused kernel, which recomputes `z = γ x̂ + β` instead of saving it.
+    #[test]
+    fn fused_group_norm_silu_matches_finite_differences(seed in any::<u64>(), n in 1usize..3, groups in 1usize..3, cg in 1usize..3, s in 2usize..4) {
+        let mut r = rng::seeded(seed);
+        let c = groups * cg;
+        let x = rand_array(&mut r, &[n, c, s, s], -2.0, 2.0);
+        let gamma = rand_array(&mut r, &[c], 0.5, 1.5);
+        let beta = rand_array(&mut r, &[c], -1.0, 1.0);
+        check(seed, vec![x, gamma.clone(), beta.clone()], &move |g, x| g.group_norm_silu(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
+        let x3 = rand_array(&mut r, &[n, c, s], -2.0, 2.0);
+        check(seed, vec![x3, gamma, beta], &move |g, x| g.group_norm_silu(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
+    }
+
     /// Scaled dot-product attention with respect to q, k and v.
     #[test]
     fn attention_matches_finite_differences(seed in any::<u64>(), b in 1usize..3, lq in 1usize..4, lk in 1usize..4, d in 1usize..4, dv in 1usize..3) {
@@ -326,6 +340,37 @@ proptest! {
             g.linear(&h, &x[4], None).unwrap()
         });
     }
+}
+
+/// The fused op is the composition it replaces: `group_norm_silu(x)` equals
+/// `silu(group_norm(x))` in f64 to a few roundings (both run the same normalisation; the
+/// fused kernel applies SiLU to the same `z`, so the difference is at most the rounding of
+/// `z` itself, far below 1e-12 for values of order one).
+#[test]
+fn fused_group_norm_silu_equals_the_composition() {
+    let mut r = rng::seeded(5);
+    let x = Tensor::constant(rand_array(&mut r, &[3, 8, 5, 5], -2.0, 2.0));
+    let gamma = Tensor::constant(rand_array(&mut r, &[8], 0.5, 1.5));
+    let beta = Tensor::constant(rand_array(&mut r, &[8], -1.0, 1.0));
+    let mut g = Graph::inference();
+    let fused = g.group_norm_silu(&x, 4, &gamma, &beta, 1e-5).unwrap();
+    let gn = g.group_norm(&x, 4, &gamma, &beta, 1e-5).unwrap();
+    let composed = g.silu(&gn);
+    let worst = fused
+        .as_slice()
+        .iter()
+        .zip(composed.as_slice())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, f64::max);
+    assert!(worst <= 1e-12, "worst difference {worst:e}");
+    // Twin: group norm without the activation differs by O(1).
+    let plain = gn
+        .as_slice()
+        .iter()
+        .zip(fused.as_slice())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, f64::max);
+    assert!(plain > 0.1);
 }
 
 /// The check is not vacuous: perturbing one entry of a correct gradient by one part per

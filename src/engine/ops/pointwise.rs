@@ -7,6 +7,7 @@ use ndarray::{ArrayD, IxDyn, Zip};
 
 use crate::engine::element::Element;
 use crate::engine::graph::{Backward, Graph};
+use crate::engine::kernels;
 use crate::engine::par::{broadcast_shape, map, map2, reduce_to, update};
 use crate::engine::tensor::Tensor;
 use crate::error::Result;
@@ -123,8 +124,41 @@ impl<E: Element> Backward<E> for UnaryBack<E> {
         }
         vec![Some(g)]
     }
+
+    fn name(&self) -> &'static str {
+        match self.op {
+            Unary::Neg => "Neg",
+            Unary::Shift(_) => "Shift",
+            Unary::Scale(_) => "Scale",
+            Unary::Exp => "Exp",
+            Unary::Log => "Log",
+            Unary::Sqrt => "Sqrt",
+            Unary::Pow(_) => "Pow",
+            Unary::Sigmoid => "Sigmoid",
+            Unary::Tanh => "Tanh",
+            Unary::Silu => "Silu",
+            Unary::Relu => "Relu",
+        }
+    }
 }
 // ANCHOR_END: unary_table
+
+/// Backward of [`Graph::silu`]: `dx = dy σ(x) (1 + x (1 - σ(x)))`.
+struct SiluBack<E: Element> {
+    x: Arc<ArrayD<E>>,
+}
+
+impl<E: Element> Backward<E> for SiluBack<E> {
+    fn backward(self: Box<Self>, g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        let mut dx = vec![E::zero(); g.len()];
+        kernels::silu_backward(self.x.as_slice().unwrap(), g.as_slice().unwrap(), &mut dx);
+        vec![Some(ArrayD::from_shape_vec(g.raw_dim(), dx).unwrap())]
+    }
+
+    fn name(&self) -> &'static str {
+        "Silu"
+    }
+}
 
 /// A binary pointwise function (with NumPy broadcasting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +236,15 @@ impl<E: Element> Backward<E> for BinaryBack<E> {
             reduce_to(d, &sb)
         });
         vec![ga, gb]
+    }
+
+    fn name(&self) -> &'static str {
+        match self.op {
+            Binary::Add => "Add",
+            Binary::Sub => "Sub",
+            Binary::Mul => "Mul",
+            Binary::Div => "Div",
+        }
     }
 }
 
@@ -292,9 +335,20 @@ impl<E: Element> Graph<E> {
     pub fn tanh(&mut self, x: &Tensor<E>) -> Tensor<E> {
         self.unary(x, Unary::Tanh)
     }
-    /// `silu x = x sigmoid(x)`.
+    /// `silu x = x sigmoid(x)`, on the vectorised kernels of
+    /// [`crate::engine::kernels::activation`] (the same function as [`Unary::Silu`], with the
+    /// branch-free `exp`).
     pub fn silu(&mut self, x: &Tensor<E>) -> Tensor<E> {
-        self.unary(x, Unary::Silu)
+        let mut y = vec![E::zero(); x.len()];
+        kernels::silu_forward(x.as_slice(), &mut y);
+        let y = ArrayD::from_shape_vec(x.value.raw_dim(), y).expect("same length");
+        if !x.requires_grad() {
+            return Tensor::constant(y);
+        }
+        let rule = SiluBack {
+            x: Arc::clone(&x.value),
+        };
+        self.record(y, &[x], Box::new(rule))
     }
     /// `relu x = max(x, 0)`.
     pub fn relu(&mut self, x: &Tensor<E>) -> Tensor<E> {
