@@ -193,17 +193,19 @@ impl Binary {
     }
 }
 
+/// Backward of a binary op. Addition and subtraction keep only the operand shapes (their
+/// partial derivatives are constants), so they do not keep their operands alive.
 struct BinaryBack<E: Element> {
     op: Binary,
-    a: Arc<ArrayD<E>>,
-    b: Arc<ArrayD<E>>,
+    shapes: [Vec<usize>; 2],
+    values: Option<[Arc<ArrayD<E>>; 2]>,
 }
 
 impl<E: Element> Backward<E> for BinaryBack<E> {
     fn backward(self: Box<Self>, g: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>> {
-        let (sa, sb) = (self.a.shape().to_vec(), self.b.shape().to_vec());
+        let [sa, sb] = self.shapes;
         let op = self.op;
-        if matches!(op, Binary::Add | Binary::Sub) {
+        let Some([a, b]) = self.values else {
             let gb = needs[1].then(|| {
                 let gb = reduce_to(g.clone(), &sb);
                 if op == Binary::Sub {
@@ -214,13 +216,10 @@ impl<E: Element> Backward<E> for BinaryBack<E> {
             });
             let ga = needs[0].then(|| reduce_to(g, &sa));
             return vec![ga, gb];
-        }
+        };
         let full = IxDyn(g.shape());
-        let av = self
-            .a
-            .broadcast(full.clone())
-            .expect("broadcast in forward");
-        let bv = self.b.broadcast(full).expect("broadcast in forward");
+        let av = a.broadcast(full.clone()).expect("broadcast in forward");
+        let bv = b.broadcast(full).expect("broadcast in forward");
         let ga = needs[0].then(|| {
             let d = Zip::from(&g)
                 .and(&av)
@@ -277,8 +276,9 @@ impl<E: Element> Graph<E> {
         };
         let rule = BinaryBack {
             op,
-            a: Arc::clone(&a.value),
-            b: Arc::clone(&b.value),
+            shapes: [a.shape().to_vec(), b.shape().to_vec()],
+            values: matches!(op, Binary::Mul | Binary::Div)
+                .then(|| [Arc::clone(&a.value), Arc::clone(&b.value)]),
         };
         Ok(self.record(y, &[a, b], Box::new(rule)))
     }
