@@ -212,6 +212,29 @@ proptest! {
     }
 }
 
+/// Small images are batched into one GEMM ([`kernels::conv::images_per_gemm`]): at W1's 7×7
+/// and 14×14 shapes with batch sizes that leave a partial last group (13 images: groups of
+/// 11 + 2 at 7×7, four groups of 3 + 1 at 14×14; 37 images: 11 + 11 + 11 + 4, and weight-gradient
+/// chunks of 3 images, each one GEMM), all three passes still agree with the reference to the
+/// same rounding bound, in f32 and f64.
+#[test]
+fn conv_batched_small_images_match_reference() {
+    for g in [
+        Conv2dGeom::new(13, 16, 7, 7, 8, 3, 3, 1, 1).unwrap(),
+        Conv2dGeom::new(13, 8, 14, 14, 8, 3, 3, 1, 1).unwrap(),
+        Conv2dGeom::new(13, 8, 14, 14, 8, 3, 3, 2, 1).unwrap(),
+        Conv2dGeom::new(13, 16, 7, 7, 16, 1, 1, 1, 0).unwrap(),
+        Conv2dGeom::new(37, 8, 7, 7, 8, 3, 3, 1, 1).unwrap(),
+    ] {
+        assert!(
+            kernels::conv::images_per_gemm(&g) > 1,
+            "{g:?} is not batched"
+        );
+        check_conv::<f32>(&g, 21, 1.0);
+        check_conv::<f64>(&g, 22, 2.0);
+    }
+}
+
 /// The comparison above has teeth: a "convolution" that flips the kernel (true convolution
 /// instead of the cross-correlation that PyTorch and the reference compute) is rejected.
 #[test]
