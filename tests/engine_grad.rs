@@ -167,12 +167,20 @@ proptest! {
     }
 
     /// Broadcasting add, sub, mul, div: the gradient of a broadcast operand is the sum over
-    /// the broadcast axes.
+    /// the broadcast axes. Shapes include the block broadcasts of the fast path (a bias `[m]`
+    /// against `[n, m]`, `[n, 1]` against `[n, m]`, a time embedding `[n, m, 1, 1]` against
+    /// `[n, m, 2, 3]`) and one that is not (`[1, 1, m]`, which also adds an axis).
     #[test]
-    fn binary_ops_with_broadcasting_match_finite_differences(seed in any::<u64>(), n in 1usize..4, m in 1usize..4, kind in 0usize..4) {
+    fn binary_ops_with_broadcasting_match_finite_differences(seed in any::<u64>(), n in 1usize..4, m in 1usize..4, kind in 0usize..5) {
         let mut r = rng::seeded(seed);
-        let b_shape: Vec<usize> = match kind { 0 => vec![n, m], 1 => vec![m], 2 => vec![n, 1], _ => vec![1, 1, m] };
-        let a = rand_array(&mut r, &[n, m], -2.0, 2.0);
+        let (a_shape, b_shape): (Vec<usize>, Vec<usize>) = match kind {
+            0 => (vec![n, m], vec![n, m]),
+            1 => (vec![n, m], vec![m]),
+            2 => (vec![n, m], vec![n, 1]),
+            3 => (vec![n, m, 2, 3], vec![n, m, 1, 1]),
+            _ => (vec![n, m], vec![1, 1, m]),
+        };
+        let a = rand_array(&mut r, &a_shape, -2.0, 2.0);
         let b = rand_array(&mut r, &b_shape, 0.5, 2.0);
         let xs = vec![a, b];
         check(seed, xs.clone(), &|g, x| g.add(&x[0], &x[1]).unwrap());

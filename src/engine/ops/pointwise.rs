@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn, Zip};
+use rayon::prelude::*;
 
 use crate::engine::element::Element;
 use crate::engine::graph::{Backward, Graph};
 use crate::engine::kernels;
+use crate::engine::kernels::reduce::slice_sum;
 use crate::engine::par::{broadcast_shape, map, map2, reduce_to, update};
 use crate::engine::tensor::Tensor;
 use crate::error::Result;
@@ -160,6 +162,85 @@ impl<E: Element> Backward<E> for SiluBack<E> {
     }
 }
 
+/// When `b` broadcasts against `a` as one contiguous block of axes — `b`'s shape, padded
+/// with leading ones, is 1 on the first and last axes of `a` and equal to `a` on those in
+/// between, as a bias `[C]` against `[N, C]` or a time embedding `[B, C, 1, 1]` against
+/// `[B, C, H, W]` — returns `(outer, mid, inner)`: element `i` of `a` meets element
+/// `(i / inner) % mid` of `b`.
+fn block_broadcast(a: &[usize], b: &[usize]) -> Option<(usize, usize, usize)> {
+    if b.len() > a.len() || a == b {
+        return None;
+    }
+    let pad = a.len() - b.len();
+    let bp: Vec<usize> = std::iter::repeat_n(1, pad)
+        .chain(b.iter().copied())
+        .collect();
+    let first = bp.iter().position(|&d| d != 1).unwrap_or(a.len());
+    let last = bp.iter().rposition(|&d| d != 1).map_or(first, |l| l + 1);
+    if (first..last).any(|i| bp[i] != a[i]) {
+        return None;
+    }
+    Some((
+        a[..first].iter().product(),
+        a[first..last].iter().product(),
+        a[last..].iter().product(),
+    ))
+}
+
+/// `y[i] = f(a[i], b[(i / inner) % mid])` for the layout of [`block_broadcast`].
+fn map_block<E: Element>(
+    a: &[E],
+    b: &[E],
+    mid: usize,
+    inner: usize,
+    f: impl Fn(E, E) -> E + Sync,
+) -> Vec<E> {
+    let mut y = vec![E::zero(); a.len()];
+    let row = |(o, (yo, ao)): (usize, (&mut [E], &[E]))| {
+        let bv = b[o % mid];
+        for (v, &x) in yo.iter_mut().zip(ao) {
+            *v = f(x, bv);
+        }
+    };
+    if inner == 0 {
+        return y;
+    }
+    if a.len() >= crate::engine::par::PAR_MIN {
+        y.par_chunks_mut(inner)
+            .zip(a.par_chunks(inner))
+            .enumerate()
+            .for_each(row);
+    } else {
+        y.chunks_mut(inner)
+            .zip(a.chunks(inner))
+            .enumerate()
+            .for_each(row);
+    }
+    y
+}
+
+/// `db[k] = Σ_o Σ_j g[(o·mid + k)·inner + j]`, the gradient of the broadcast operand of
+/// [`block_broadcast`]: for each `k`, blocks in order of `o`, each run summed with
+/// [`slice_sum`] — a fixed order, whatever the thread count.
+fn reduce_block<E: Element>(g: &[E], outer: usize, mid: usize, inner: usize) -> Vec<E> {
+    let mut db = vec![E::zero(); mid];
+    if inner == 0 {
+        return db;
+    }
+    if outer == 1 && g.len() >= crate::engine::par::PAR_MIN {
+        db.par_iter_mut()
+            .zip(g.par_chunks(inner))
+            .for_each(|(d, run)| *d = slice_sum(run));
+    } else {
+        for blk in g.chunks(mid * inner) {
+            for (d, run) in db.iter_mut().zip(blk.chunks(inner)) {
+                *d += slice_sum(run);
+            }
+        }
+    }
+    db
+}
+
 /// A binary pointwise function (with NumPy broadcasting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {
@@ -205,6 +286,17 @@ impl<E: Element> Backward<E> for BinaryBack<E> {
     fn backward(self: Box<Self>, g: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>> {
         let [sa, sb] = self.shapes;
         let op = self.op;
+        if let (None, Some((outer, mid, inner))) = (&self.values, block_broadcast(&sa, &sb)) {
+            // Addition or subtraction of a block-broadcast operand.
+            let gb = needs[1].then(|| {
+                let mut db = reduce_block(g.as_slice().unwrap(), outer, mid, inner);
+                if op == Binary::Sub {
+                    db.iter_mut().for_each(|v| *v = -*v);
+                }
+                ArrayD::from_shape_vec(IxDyn(&sb), db).unwrap()
+            });
+            return vec![needs[0].then_some(g), gb];
+        }
         let Some([a, b]) = self.values else {
             let gb = needs[1].then(|| {
                 let gb = reduce_to(g.clone(), &sb);
@@ -268,6 +360,9 @@ impl<E: Element> Graph<E> {
     pub fn binary(&mut self, a: &Tensor<E>, b: &Tensor<E>, op: Binary) -> Result<Tensor<E>> {
         let y = if a.shape() == b.shape() {
             map2(&a.value, &b.value, |x, y| op.f(x, y))
+        } else if let Some((_, mid, inner)) = block_broadcast(a.shape(), b.shape()) {
+            let y = map_block(a.as_slice(), b.as_slice(), mid, inner, |x, y| op.f(x, y));
+            ArrayD::from_shape_vec(a.value.raw_dim(), y).expect("same length")
         } else {
             let shape = IxDyn(&broadcast_shape(a.shape(), b.shape())?);
             let av = a.value.broadcast(shape.clone()).expect("checked");
