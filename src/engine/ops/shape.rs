@@ -2,6 +2,7 @@
 //! gradient back without arithmetic.
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use rayon::prelude::*;
 
 use crate::engine::element::Element;
 use crate::engine::graph::{Backward, Graph};
@@ -57,10 +58,17 @@ impl<E: Element> Backward<E> for ConcatBack {
                 let mut shape = g.shape().to_vec();
                 shape[self.axis] = s;
                 let mut v = vec![E::zero(); outer * s * inner];
+                let block = |(o, dst): (usize, &mut [E])| {
+                    let src = o * total * inner + start * inner;
+                    dst.copy_from_slice(&gs[src..src + s * inner]);
+                };
                 if s * inner > 0 {
-                    for (o, dst) in v.chunks_exact_mut(s * inner).enumerate() {
-                        let src = o * total * inner + start * inner;
-                        dst.copy_from_slice(&gs[src..src + s * inner]);
+                    if v.len() >= crate::engine::par::PAR_MIN {
+                        v.par_chunks_exact_mut(s * inner)
+                            .enumerate()
+                            .for_each(block);
+                    } else {
+                        v.chunks_exact_mut(s * inner).enumerate().for_each(block);
                     }
                 }
                 ArrayD::from_shape_vec(IxDyn(&shape), v).expect("sizes")
@@ -174,14 +182,23 @@ impl<E: Element> Graph<E> {
         let mut shape = first.shape().to_vec();
         shape[axis] = total;
         let mut y = vec![E::zero(); outer * total * inner];
+        let block = |(o, dst): (usize, &mut [E])| {
+            let mut at = 0;
+            for t in xs {
+                let len = t.shape()[axis] * inner;
+                dst[at..at + len].copy_from_slice(&t.as_slice()[o * len..(o + 1) * len]);
+                at += len;
+            }
+        };
         if total * inner > 0 {
-            for (o, dst) in y.chunks_exact_mut(total * inner).enumerate() {
-                let mut at = 0;
-                for t in xs {
-                    let len = t.shape()[axis] * inner;
-                    dst[at..at + len].copy_from_slice(&t.as_slice()[o * len..(o + 1) * len]);
-                    at += len;
-                }
+            if y.len() >= crate::engine::par::PAR_MIN {
+                y.par_chunks_exact_mut(total * inner)
+                    .enumerate()
+                    .for_each(block);
+            } else {
+                y.chunks_exact_mut(total * inner)
+                    .enumerate()
+                    .for_each(block);
             }
         }
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sizes");
