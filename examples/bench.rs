@@ -42,6 +42,9 @@ struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Seconds for which a repetition disturbed by other processes is redone (protocol: 120).
+    #[arg(long, default_value_t = 120.0)]
+    max_retry: f64,
 }
 
 fn clk_tck() -> f64 {
@@ -91,9 +94,15 @@ fn status_kb(key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// `reps` accepted repetitions of `inner` calls; returns (seconds per call, rejected count).
-fn timed_reps(f: &mut dyn FnMut(), reps: usize, inner: usize) -> (Vec<f64>, usize) {
-    let (mut times, mut rejected) = (Vec::new(), 0);
+/// `reps` accepted repetitions of `inner` calls; returns (seconds per call, our CPU seconds
+/// per call, rejected count).
+fn timed_reps(
+    f: &mut dyn FnMut(),
+    reps: usize,
+    inner: usize,
+    max_retry: f64,
+) -> (Vec<f64>, Vec<f64>, usize) {
+    let (mut times, mut cpu, mut rejected) = (Vec::new(), Vec::new(), 0);
     for _ in 0..reps {
         let first = Instant::now();
         loop {
@@ -110,13 +119,14 @@ fn timed_reps(f: &mut dyn FnMut(), reps: usize, inner: usize) -> (Vec<f64>, usiz
             if !quiet {
                 rejected += 1;
             }
-            if quiet || first.elapsed().as_secs_f64() > 120.0 {
+            if quiet || first.elapsed().as_secs_f64() > max_retry {
                 times.push(wall / inner as f64);
+                cpu.push((own_ticks() - o0) as f64 / clk_tck() / inner as f64);
                 break;
             }
         }
     }
-    (times, rejected)
+    (times, cpu, rejected)
 }
 
 fn main() -> scoresde::error::Result<()> {
@@ -193,7 +203,8 @@ fn main() -> scoresde::error::Result<()> {
                         .unwrap();
                     assert!(loss.item().is_finite());
                     let gr = g.backward(&loss).expect("backward");
-                    opt.step(&mut store, &gr).expect("adam");
+                    scoresde::engine::profile::time("Adam", || opt.step(&mut store, &gr))
+                        .expect("adam");
                 });
             }
         }
@@ -251,7 +262,8 @@ fn main() -> scoresde::error::Result<()> {
                         .expect("forward");
                     let loss = g.mse(&y, &Tensor::from_vec(&[b, 2], eps).unwrap()).unwrap();
                     let gr = g.backward(&loss).expect("backward");
-                    opt.step(&mut store, &gr).expect("adam");
+                    scoresde::engine::profile::time("Adam", || opt.step(&mut store, &gr))
+                        .expect("adam");
                 });
             }
         }
@@ -260,6 +272,7 @@ fn main() -> scoresde::error::Result<()> {
     for _ in 0..a.warmup.unwrap_or(warmup_default) {
         step();
     }
+    scoresde::engine::profile::reset();
     let inner = match a.workload {
         Workload::W1 => 1,
         Workload::W2 => {
@@ -272,7 +285,14 @@ fn main() -> scoresde::error::Result<()> {
             ((0.2 / (t0.elapsed().as_secs_f64() / n as f64)) as usize).max(1)
         }
     };
-    let (times, rejected) = timed_reps(&mut step, a.steps, inner);
+    let (times, cpu, rejected) = timed_reps(&mut step, a.steps, inner, a.max_retry);
+    let mut cpu_sorted = cpu.clone();
+    cpu_sorted.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let cpu_med = cpu_sorted[cpu_sorted.len() / 2];
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
     let mut sorted = times.clone();
     sorted.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let k = sorted.len();
@@ -290,13 +310,19 @@ fn main() -> scoresde::error::Result<()> {
     if a.json {
         let ts: Vec<String> = times.iter().map(|t| format!("{t:.6e}")).collect();
         println!(
-            "{{\"workload\":\"{wl}\",\"mode\":\"{mode}\",\"batch\":{b},\"threads\":{},\"params\":{params},\"steps\":{},\"inner\":{inner},\"median_s\":{med:.6e},\"min_s\":{:.6e},\"max_s\":{:.6e},\"images_per_s\":{:.3},\"rss_before_mb\":{rss_before:.1},\"peak_rss_mb\":{peak:.1},\"rejected\":{rejected},\"times_s\":[{}]}}",
+            "{{\"workload\":\"{wl}\",\"mode\":\"{mode}\",\"batch\":{b},\"threads\":{},\"params\":{params},\"steps\":{},\"inner\":{inner},\"median_s\":{med:.6e},\"min_s\":{:.6e},\"max_s\":{:.6e},\"images_per_s\":{:.3},\"rss_before_mb\":{rss_before:.1},\"peak_rss_mb\":{peak:.1},\"rejected\":{rejected},\"cpu_s\":{cpu_med:.6e},\"load1\":\"{load}\",\"times_s\":[{}]}}",
             a.threads, a.steps, sorted[0], sorted[k - 1], b as f64 / med, ts.join(",")
         );
     } else {
         println!(
-            "{wl} {mode} B={b} T={}: median {:.4} s (min {:.4}, max {:.4}) {:.1} samples/s, peak RSS {peak:.0} MB (before {rss_before:.0} MB), rejected {rejected}, inner {inner}",
+            "{wl} {mode} B={b} T={}: median {:.4} s (min {:.4}, max {:.4}) {:.1} samples/s, peak RSS {peak:.0} MB (before {rss_before:.0} MB), rejected {rejected}, inner {inner}, own CPU {cpu_med:.4} s/step, load {load}",
             a.threads, med, sorted[0], sorted[k - 1], b as f64 / med
+        );
+    }
+    if scoresde::engine::profile::enabled() {
+        eprintln!(
+            "per-op profile over the timed repetitions (SCORESDE_PROFILE):\n{}",
+            scoresde::engine::profile::report()
         );
     }
     Ok(())

@@ -167,12 +167,20 @@ proptest! {
     }
 
     /// Broadcasting add, sub, mul, div: the gradient of a broadcast operand is the sum over
-    /// the broadcast axes.
+    /// the broadcast axes. Shapes include the block broadcasts of the fast path (a bias `[m]`
+    /// against `[n, m]`, `[n, 1]` against `[n, m]`, a time embedding `[n, m, 1, 1]` against
+    /// `[n, m, 2, 3]`) and one that is not (`[1, 1, m]`, which also adds an axis).
     #[test]
-    fn binary_ops_with_broadcasting_match_finite_differences(seed in any::<u64>(), n in 1usize..4, m in 1usize..4, kind in 0usize..4) {
+    fn binary_ops_with_broadcasting_match_finite_differences(seed in any::<u64>(), n in 1usize..4, m in 1usize..4, kind in 0usize..5) {
         let mut r = rng::seeded(seed);
-        let b_shape: Vec<usize> = match kind { 0 => vec![n, m], 1 => vec![m], 2 => vec![n, 1], _ => vec![1, 1, m] };
-        let a = rand_array(&mut r, &[n, m], -2.0, 2.0);
+        let (a_shape, b_shape): (Vec<usize>, Vec<usize>) = match kind {
+            0 => (vec![n, m], vec![n, m]),
+            1 => (vec![n, m], vec![m]),
+            2 => (vec![n, m], vec![n, 1]),
+            3 => (vec![n, m, 2, 3], vec![n, m, 1, 1]),
+            _ => (vec![n, m], vec![1, 1, m]),
+        };
+        let a = rand_array(&mut r, &a_shape, -2.0, 2.0);
         let b = rand_array(&mut r, &b_shape, 0.5, 2.0);
         let xs = vec![a, b];
         check(seed, xs.clone(), &|g, x| g.add(&x[0], &x[1]).unwrap());
@@ -280,6 +288,20 @@ proptest! {
         check(seed, vec![xl, gl, bl], &|g, x| g.layer_norm(&x[0], &x[1], &x[2], 1e-5).unwrap());
     }
 
+    /// The fused `group_norm_silu` op (input, gamma, beta) on 4-D and 3-D inputs: the
+    /// backward of the fused kernel, which recomputes `z = γ x̂ + β` instead of saving it.
+    #[test]
+    fn fused_group_norm_silu_matches_finite_differences(seed in any::<u64>(), n in 1usize..3, groups in 1usize..3, cg in 1usize..3, s in 2usize..4) {
+        let mut r = rng::seeded(seed);
+        let c = groups * cg;
+        let x = rand_array(&mut r, &[n, c, s, s], -2.0, 2.0);
+        let gamma = rand_array(&mut r, &[c], 0.5, 1.5);
+        let beta = rand_array(&mut r, &[c], -1.0, 1.0);
+        check(seed, vec![x, gamma.clone(), beta.clone()], &move |g, x| g.group_norm_silu(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
+        let x3 = rand_array(&mut r, &[n, c, s], -2.0, 2.0);
+        check(seed, vec![x3, gamma, beta], &move |g, x| g.group_norm_silu(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
+    }
+
     /// Scaled dot-product attention with respect to q, k and v.
     #[test]
     fn attention_matches_finite_differences(seed in any::<u64>(), b in 1usize..3, lq in 1usize..4, lk in 1usize..4, d in 1usize..4, dv in 1usize..3) {
@@ -326,6 +348,37 @@ proptest! {
             g.linear(&h, &x[4], None).unwrap()
         });
     }
+}
+
+/// The fused op is the composition it replaces: `group_norm_silu(x)` equals
+/// `silu(group_norm(x))` in f64 to a few roundings (both run the same normalisation; the
+/// fused kernel applies SiLU to the same `z`, so the difference is at most the rounding of
+/// `z` itself, far below 1e-12 for values of order one).
+#[test]
+fn fused_group_norm_silu_equals_the_composition() {
+    let mut r = rng::seeded(5);
+    let x = Tensor::constant(rand_array(&mut r, &[3, 8, 5, 5], -2.0, 2.0));
+    let gamma = Tensor::constant(rand_array(&mut r, &[8], 0.5, 1.5));
+    let beta = Tensor::constant(rand_array(&mut r, &[8], -1.0, 1.0));
+    let mut g = Graph::inference();
+    let fused = g.group_norm_silu(&x, 4, &gamma, &beta, 1e-5).unwrap();
+    let gn = g.group_norm(&x, 4, &gamma, &beta, 1e-5).unwrap();
+    let composed = g.silu(&gn);
+    let worst = fused
+        .as_slice()
+        .iter()
+        .zip(composed.as_slice())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, f64::max);
+    assert!(worst <= 1e-12, "worst difference {worst:e}");
+    // Twin: group norm without the activation differs by O(1).
+    let plain = gn
+        .as_slice()
+        .iter()
+        .zip(fused.as_slice())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, f64::max);
+    assert!(plain > 0.1);
 }
 
 /// The check is not vacuous: perturbing one entry of a correct gradient by one part per

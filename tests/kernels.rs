@@ -212,6 +212,29 @@ proptest! {
     }
 }
 
+/// Small images are batched into one GEMM ([`kernels::conv::images_per_gemm`]): at W1's 7×7
+/// and 14×14 shapes with batch sizes that leave a partial last group (13 images: groups of
+/// 11 + 2 at 7×7, four groups of 3 + 1 at 14×14; 37 images: 11 + 11 + 11 + 4, and weight-gradient
+/// chunks of 3 images, each one GEMM), all three passes still agree with the reference to the
+/// same rounding bound, in f32 and f64.
+#[test]
+fn conv_batched_small_images_match_reference() {
+    for g in [
+        Conv2dGeom::new(13, 16, 7, 7, 8, 3, 3, 1, 1).unwrap(),
+        Conv2dGeom::new(13, 8, 14, 14, 8, 3, 3, 1, 1).unwrap(),
+        Conv2dGeom::new(13, 8, 14, 14, 8, 3, 3, 2, 1).unwrap(),
+        Conv2dGeom::new(13, 16, 7, 7, 16, 1, 1, 1, 0).unwrap(),
+        Conv2dGeom::new(37, 8, 7, 7, 8, 3, 3, 1, 1).unwrap(),
+    ] {
+        assert!(
+            kernels::conv::images_per_gemm(&g) > 1,
+            "{g:?} is not batched"
+        );
+        check_conv::<f32>(&g, 21, 1.0);
+        check_conv::<f64>(&g, 22, 2.0);
+    }
+}
+
 /// The comparison above has teeth: a "convolution" that flips the kernel (true convolution
 /// instead of the cross-correlation that PyTorch and the reference compute) is rejected.
 #[test]
@@ -678,5 +701,30 @@ proptest! {
             let d = dy[i] as f64 * s * (1.0 + z * (1.0 - s));
             prop_assert!((da[i] as f64 - d).abs() <= tol * (dy[i] as f64).abs(), "silu'({})", z);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The AVX2 + FMA group-norm kernels (forward and backward, identity and SiLU) give the
+    /// same bits as the portable code: the same operations in the same order, and Rust never
+    /// contracts `a * b + c` into an FMA. Together with `group_norm_matches_reference_f32`
+    /// (which runs the AVX2 variant where the CPU has it) this ties both variants to the
+    /// reference. On a CPU without AVX2 both calls run the portable code.
+    #[test]
+    fn group_norm_simd_and_portable_are_bit_identical((g, silu) in gn_geom(), seed in 0u64..1000) {
+        let [x, ga, be, dy] = gn_inputs(&g, seed);
+        let f = |v: &[f64]| as_f32(v).0;
+        let (x, ga, be, dy) = (f(&x), f(&ga), f(&be), f(&dy));
+        let act = if silu { Activation::Silu } else { Activation::Identity };
+        let run = |simd: bool| {
+            let (mut y, mut mu, mut rs) = (vec![0f32; g.len()], vec![0f32; g.stats_len()], vec![0f32; g.stats_len()]);
+            kernels::group_norm::group_norm_forward_with(&g, act, 1e-5, &x, &ga, &be, &mut y, &mut mu, &mut rs, simd);
+            let (mut dx, mut dg, mut db) = (vec![0f32; g.len()], vec![0f32; g.c], vec![0f32; g.c]);
+            kernels::group_norm::group_norm_backward_with(&g, act, &x, &ga, &be, &mu, &rs, &dy, &mut dx, &mut dg, &mut db, simd);
+            [bits(&y), bits(&mu), bits(&rs), bits(&dx), bits(&dg), bits(&db)]
+        };
+        prop_assert_eq!(run(true), run(false));
     }
 }

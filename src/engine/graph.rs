@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -19,6 +20,11 @@ use crate::error::{Error, Result};
 /// its inputs (`None` where `needs[i]` is false or the input gets no gradient).
 pub(crate) trait Backward<E: Element>: Send {
     fn backward(self: Box<Self>, grad: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>>;
+
+    /// The op's name in profiles: the rule's type name without path or generics.
+    fn name(&self) -> &'static str {
+        super::profile::short_name(std::any::type_name::<Self>())
+    }
 }
 
 struct Record<E: Element> {
@@ -35,6 +41,8 @@ pub struct Graph<E: Element> {
     param_of_node: HashMap<usize, ParamId>,
     grad_enabled: bool,
     training: bool,
+    /// When profiling: the time the previous op was recorded (see [`super::profile`]).
+    clock: Option<Instant>,
 }
 
 impl<E: Element> Default for Graph<E> {
@@ -53,6 +61,7 @@ impl<E: Element> Graph<E> {
             param_of_node: HashMap::new(),
             grad_enabled: true,
             training: true,
+            clock: super::profile::enabled().then(Instant::now),
         }
     }
 
@@ -139,6 +148,10 @@ impl<E: Element> Graph<E> {
         rule: Box<dyn Backward<E>>,
     ) -> Tensor<E> {
         debug_assert!(value.is_standard_layout());
+        if let Some(t0) = self.clock {
+            super::profile::add(rule.name(), t0.elapsed().as_secs_f64());
+            self.clock = Some(Instant::now());
+        }
         let node = if !self.grad_enabled || inputs.iter().all(|t| t.node.is_none()) {
             None
         } else {
@@ -178,7 +191,8 @@ impl<E: Element> Graph<E> {
         }
         let mut grads: Vec<Option<ArrayD<E>>> = (0..self.n_nodes).map(|_| None).collect();
         if let Some(n) = output.node {
-            grads[n] = Some(seed);
+            // Rules read gradients as row-major slices.
+            grads[n] = Some(super::tensor::standard(seed));
         }
         // Which nodes lead to something that needs a gradient: only leaves are wanted, and
         // every recorded node depends on some leaf, so every node with a node id does.
@@ -189,11 +203,16 @@ impl<E: Element> Graph<E> {
                 continue;
             };
             let needs: Vec<bool> = rec.inputs.iter().map(|i| i.is_some()).collect();
+            let t0 = self.clock.map(|_| (Instant::now(), rec.rule.name()));
             let gins = rec.rule.backward(g, &needs);
             for (inp, gi) in rec.inputs.iter().zip(gins) {
                 if let (Some(i), Some(gi)) = (inp, gi) {
                     accumulate(&mut grads[*i], gi);
                 }
+            }
+            if let Some((t0, name)) = t0 {
+                let secs = t0.elapsed().as_secs_f64();
+                super::profile::add(&format!("{name} (backward)"), secs);
             }
         }
         let mut params = HashMap::new();

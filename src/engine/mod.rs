@@ -15,6 +15,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub(crate) mod par;
+pub mod profile;
 pub mod tensor;
 
 pub use element::Element;

@@ -9,6 +9,10 @@
 //! - weight gradient: `dW = Σ_n dy_n col_nᵀ`, `dbias = Σ_{n,i,j} dy`.
 //!
 //! A 1×1 convolution with stride 1 and no padding skips im2col: `col_n` is `x_n` itself.
+//!
+//! Small images are batched: [`images_per_gemm`] images (a function of the shape alone) put
+//! their patch matrices side by side, `[col_1 … col_m]`, so each pass is one GEMM with `m·P`
+//! columns instead of `m` GEMMs with `P` (49 at 7×7, far too thin for the GEMM to run fast).
 
 use rayon::prelude::*;
 
@@ -37,16 +41,25 @@ fn valid_range(out: usize, b: usize, s: usize, p: usize, w: usize) -> (usize, us
 // ANCHOR: im2col
 /// Fills `col` (`K × P`, row-major) with the patches of one image `x` (`c_in × h × w`).
 pub fn im2col<E: Element>(g: &Conv2dGeom, x: &[E], col: &mut [E]) {
+    let pp = g.h_out() * g.w_out();
+    debug_assert_eq!(col.len(), g.c_in * g.kh * g.kw * pp);
+    im2col_ld(g, x, col, pp, 0)
+}
+
+/// [`im2col`] into columns `off .. off + P` of a `K × ld` row-major matrix (several images
+/// side by side, for one GEMM over all of them).
+pub fn im2col_ld<E: Element>(g: &Conv2dGeom, x: &[E], col: &mut [E], ld: usize, off: usize) {
     let (ho, wo) = (g.h_out(), g.w_out());
     let (s, p) = (g.stride, g.pad);
     debug_assert_eq!(x.len(), g.c_in * g.h * g.w);
-    debug_assert_eq!(col.len(), g.c_in * g.kh * g.kw * ho * wo);
-    let mut rows = col.chunks_exact_mut(ho * wo);
+    debug_assert!(col.len() >= (g.c_in * g.kh * g.kw - 1) * ld + off + ho * wo);
+    let mut k = 0;
     for c in 0..g.c_in {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for a in 0..g.kh {
             for b in 0..g.kw {
-                let row = rows.next().expect("col has K rows");
+                let row = &mut col[k * ld + off..k * ld + off + ho * wo];
+                k += 1;
                 let (jlo, jhi) = valid_range(wo, b, s, p, g.w);
                 for (i, out) in row.chunks_exact_mut(wo).enumerate() {
                     let r = (i * s + a) as isize - p as isize;
@@ -78,15 +91,21 @@ pub fn im2col<E: Element>(g: &Conv2dGeom, x: &[E], col: &mut [E]) {
 /// The adjoint of [`im2col`]: `dx[c, i·s+a-p, j·s+b-p] += dcol[(c,a,b), (i,j)]`, after
 /// zeroing `dx`. The additions into each element happen in a fixed order.
 pub fn col2im<E: Element>(g: &Conv2dGeom, dcol: &[E], dx: &mut [E]) {
+    col2im_ld(g, dcol, g.h_out() * g.w_out(), 0, dx)
+}
+
+/// [`col2im`] from columns `off .. off + P` of a `K × ld` row-major matrix.
+pub fn col2im_ld<E: Element>(g: &Conv2dGeom, dcol: &[E], ld: usize, off: usize, dx: &mut [E]) {
     let (ho, wo) = (g.h_out(), g.w_out());
     let (s, p) = (g.stride, g.pad);
     dx.fill(E::zero());
-    let mut rows = dcol.chunks_exact(ho * wo);
+    let mut k = 0;
     for c in 0..g.c_in {
         let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for a in 0..g.kh {
             for b in 0..g.kw {
-                let row = rows.next().expect("dcol has K rows");
+                let row = &dcol[k * ld + off..k * ld + off + ho * wo];
+                k += 1;
                 let (jlo, jhi) = valid_range(wo, b, s, p, g.w);
                 for (i, d) in row.chunks_exact(wo).enumerate() {
                     let r = (i * s + a) as isize - p as isize;
@@ -106,6 +125,29 @@ pub fn col2im<E: Element>(g: &Conv2dGeom, dcol: &[E], dx: &mut [E]) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Images whose patch matrices go side by side into one GEMM: enough for about [`COLS`]
+/// columns, so that the GEMMs of small images (7×7: 49 columns each) are wide enough to run
+/// at speed. A function of the shape only, so results do not depend on the thread count.
+pub fn images_per_gemm(g: &Conv2dGeom) -> usize {
+    let pp = g.h_out() * g.w_out();
+    COLS.div_ceil(pp.max(1)).clamp(1, g.n.max(1))
+}
+
+/// Target column count of the batched GEMMs of [`images_per_gemm`].
+pub const COLS: usize = 512;
+
+/// Copies the output-shaped planes of `imgs` images (`c × pp` each, image after image in `y`)
+/// into a `c × (imgs·pp)` matrix with the images side by side.
+fn gather_planes<E: Element>(y: &[E], imgs: usize, c: usize, pp: usize, out: &mut [E]) {
+    let cols = imgs * pp;
+    for i in 0..imgs {
+        for o in 0..c {
+            out[o * cols + i * pp..o * cols + (i + 1) * pp]
+                .copy_from_slice(&y[(i * c + o) * pp..(i * c + o + 1) * pp]);
         }
     }
 }
@@ -136,27 +178,53 @@ pub fn conv2d_forward<E: Element>(
     if g.n == 0 || y_img == 0 {
         return;
     }
-    y.par_chunks_mut(y_img)
-        .zip(x.par_chunks(x_img.max(1)))
-        .for_each_init(Vec::new, |col, (yn, xn)| {
-            let beta = match bias {
-                Some(b) => {
-                    for (row, &bo) in yn.chunks_exact_mut(pp).zip(b) {
-                        row.fill(bo);
-                    }
-                    E::one()
+    let gi = images_per_gemm(g);
+    y.par_chunks_mut(y_img * gi)
+        .zip(x.par_chunks((x_img * gi).max(1)))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(col, out), (yc, xc)| {
+                let imgs = yc.len() / y_img;
+                if imgs == 1 {
+                    let beta = match bias {
+                        Some(b) => {
+                            for (row, &bo) in yc.chunks_exact_mut(pp).zip(b) {
+                                row.fill(bo);
+                            }
+                            E::one()
+                        }
+                        None => E::zero(),
+                    };
+                    let patches: &[E] = if is_pointwise(g) {
+                        xc
+                    } else {
+                        col.resize(kk * pp, E::zero());
+                        im2col(g, xc, col);
+                        col
+                    };
+                    gemm_serial(g.c_out, kk, pp, w, false, patches, false, beta, yc);
+                    return;
                 }
-                None => E::zero(),
-            };
-            let patches: &[E] = if is_pointwise(g) {
-                xn
-            } else {
-                col.resize(kk * pp, E::zero());
-                im2col(g, xn, col);
-                col
-            };
-            gemm_serial(g.c_out, kk, pp, w, false, patches, false, beta, yn);
-        });
+                // Several small images: one GEMM over their patch matrices side by side.
+                let cols = imgs * pp;
+                col.resize(kk * cols, E::zero());
+                for i in 0..imgs {
+                    im2col_ld(g, &xc[i * x_img..(i + 1) * x_img], col, cols, i * pp);
+                }
+                out.resize(g.c_out * cols, E::zero());
+                gemm_serial(g.c_out, kk, cols, w, false, col, false, E::zero(), out);
+                for i in 0..imgs {
+                    for o in 0..g.c_out {
+                        let b = bias.map_or(E::zero(), |b| b[o]);
+                        let src = &out[o * cols + i * pp..o * cols + (i + 1) * pp];
+                        let dst = &mut yc[(i * g.c_out + o) * pp..(i * g.c_out + o + 1) * pp];
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = v + b;
+                        }
+                    }
+                }
+            },
+        );
 }
 // ANCHOR_END: conv_forward
 
@@ -174,17 +242,34 @@ pub fn conv2d_backward_input<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E], dx: 
         dx.fill(E::zero());
         return;
     }
-    dx.par_chunks_mut(x_img)
-        .zip(dy.par_chunks(y_img))
-        .for_each_init(Vec::new, |dcol, (dxn, dyn_)| {
-            if is_pointwise(g) {
-                gemm_serial(kk, g.c_out, pp, w, true, dyn_, false, E::zero(), dxn);
-            } else {
-                dcol.resize(kk * pp, E::zero());
-                gemm_serial(kk, g.c_out, pp, w, true, dyn_, false, E::zero(), dcol);
-                col2im(g, dcol, dxn);
-            }
-        });
+    let gi = images_per_gemm(g);
+    dx.par_chunks_mut(x_img * gi)
+        .zip(dy.par_chunks(y_img * gi))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(dcol, dyg), (dxc, dyc)| {
+                let imgs = dxc.len() / x_img;
+                if imgs == 1 {
+                    if is_pointwise(g) {
+                        gemm_serial(kk, g.c_out, pp, w, true, dyc, false, E::zero(), dxc);
+                    } else {
+                        dcol.resize(kk * pp, E::zero());
+                        gemm_serial(kk, g.c_out, pp, w, true, dyc, false, E::zero(), dcol);
+                        col2im(g, dcol, dxc);
+                    }
+                    return;
+                }
+                // Several small images: one GEMM `Wᵀ [dy_1 … dy_m]`, then col2im per image.
+                let cols = imgs * pp;
+                dyg.resize(g.c_out * cols, E::zero());
+                gather_planes(dyc, imgs, g.c_out, pp, dyg);
+                dcol.resize(kk * cols, E::zero());
+                gemm_serial(kk, g.c_out, cols, w, true, dyg, false, E::zero(), dcol);
+                for i in 0..imgs {
+                    col2im_ld(g, dcol, cols, i * pp, &mut dxc[i * x_img..(i + 1) * x_img]);
+                }
+            },
+        );
 }
 
 /// Number of images whose weight-gradient partials one task accumulates: a function of the
@@ -224,26 +309,42 @@ pub fn conv2d_backward_weight<E: Element>(
     let n_chunks = g.n.div_ceil(chunk);
     let wl = dw.len();
     let mut partials = vec![E::zero(); wl * n_chunks];
-    partials
-        .par_chunks_mut(wl)
-        .enumerate()
-        .for_each_init(Vec::new, |col, (ci, part)| {
+    let gi = images_per_gemm(g);
+    partials.par_chunks_mut(wl).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(col, dyg), (ci, part)| {
             let lo = ci * chunk;
             let hi = (lo + chunk).min(g.n);
-            for img in lo..hi {
-                let xn = &x[img * x_img..(img + 1) * x_img];
-                let dyn_ = &dy[img * y_img..(img + 1) * y_img];
-                let patches: &[E] = if is_pointwise(g) {
-                    xn
+            // Groups of up to `gi` images, each one GEMM over their columns side by side.
+            let mut start = lo;
+            while start < hi {
+                let imgs = gi.min(hi - start);
+                let beta = if start == lo { E::zero() } else { E::one() };
+                let xs = &x[start * x_img..(start + imgs) * x_img];
+                let dys = &dy[start * y_img..(start + imgs) * y_img];
+                if imgs == 1 {
+                    let patches: &[E] = if is_pointwise(g) {
+                        xs
+                    } else {
+                        col.resize(kk * pp, E::zero());
+                        im2col(g, xs, col);
+                        col
+                    };
+                    gemm_serial(g.c_out, pp, kk, dys, false, patches, true, beta, part);
                 } else {
-                    col.resize(kk * pp, E::zero());
-                    im2col(g, xn, col);
-                    col
-                };
-                let beta = if img == lo { E::zero() } else { E::one() };
-                gemm_serial(g.c_out, pp, kk, dyn_, false, patches, true, beta, part);
+                    let cols = imgs * pp;
+                    col.resize(kk * cols, E::zero());
+                    for i in 0..imgs {
+                        im2col_ld(g, &xs[i * x_img..(i + 1) * x_img], col, cols, i * pp);
+                    }
+                    dyg.resize(g.c_out * cols, E::zero());
+                    gather_planes(dys, imgs, g.c_out, pp, dyg);
+                    gemm_serial(g.c_out, cols, kk, dyg, false, col, true, beta, part);
+                }
+                start += imgs;
             }
-        });
+        },
+    );
     reduce_in_order(&partials, dw);
 }
 // ANCHOR_END: conv_backward_weight

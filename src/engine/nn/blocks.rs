@@ -117,16 +117,14 @@ impl ResBlock {
         h: &Tensor<E>,
         temb: &Tensor<E>,
     ) -> Result<Tensor<E>> {
-        let r = self.norm1.forward(g, store, h)?;
-        let r = g.silu(&r);
+        let r = self.norm1.forward_silu(g, store, h)?;
         let r = self.conv1.forward(g, store, &r)?;
         let te = g.silu(temb);
         let te = self.temb_proj.forward(g, store, &te)?;
         let (b, c) = (te.shape()[0], te.shape()[1]);
         let te = g.reshape(&te, &[b, c, 1, 1])?;
         let r = g.add(&r, &te)?;
-        let r = self.norm2.forward(g, store, &r)?;
-        let r = g.silu(&r);
+        let r = self.norm2.forward_silu(g, store, &r)?;
         let r = self.conv2.forward(g, store, &r)?;
         let s = match &self.skip {
             Some(conv) => conv.forward(g, store, h)?,

@@ -220,4 +220,16 @@ impl GroupNorm {
         let beta = g.param(store, self.bias);
         g.group_norm(x, self.groups, &gamma, &beta, self.eps)
     }
+
+    /// `silu(GroupNorm(x))` as the single fused op [`Graph::group_norm_silu`].
+    pub fn forward_silu<E: Element>(
+        &self,
+        g: &mut Graph<E>,
+        store: &ParamStore<E>,
+        x: &Tensor<E>,
+    ) -> Result<Tensor<E>> {
+        let gamma = g.param(store, self.weight);
+        let beta = g.param(store, self.bias);
+        g.group_norm_silu(x, self.groups, &gamma, &beta, self.eps)
+    }
 }

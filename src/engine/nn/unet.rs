@@ -332,8 +332,7 @@ impl UNet {
                 Stage::Down(_) => unreachable!("no downsampling on the up path"),
             };
         }
-        let h = self.norm_out.forward(g, store, &h)?;
-        let h = g.silu(&h);
+        let h = self.norm_out.forward_silu(g, store, &h)?;
         self.conv_out.forward(g, store, &h)
     }
 }

@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn, Zip};
+use rayon::prelude::*;
 
 use crate::engine::element::Element;
 use crate::engine::graph::{Backward, Graph};
+use crate::engine::kernels;
+use crate::engine::kernels::reduce::slice_sum;
 use crate::engine::par::{broadcast_shape, map, map2, reduce_to, update};
 use crate::engine::tensor::Tensor;
 use crate::error::Result;
@@ -123,8 +126,120 @@ impl<E: Element> Backward<E> for UnaryBack<E> {
         }
         vec![Some(g)]
     }
+
+    fn name(&self) -> &'static str {
+        match self.op {
+            Unary::Neg => "Neg",
+            Unary::Shift(_) => "Shift",
+            Unary::Scale(_) => "Scale",
+            Unary::Exp => "Exp",
+            Unary::Log => "Log",
+            Unary::Sqrt => "Sqrt",
+            Unary::Pow(_) => "Pow",
+            Unary::Sigmoid => "Sigmoid",
+            Unary::Tanh => "Tanh",
+            Unary::Silu => "Silu",
+            Unary::Relu => "Relu",
+        }
+    }
 }
 // ANCHOR_END: unary_table
+
+/// Backward of [`Graph::silu`]: `dx = dy σ(x) (1 + x (1 - σ(x)))`.
+struct SiluBack<E: Element> {
+    x: Arc<ArrayD<E>>,
+}
+
+impl<E: Element> Backward<E> for SiluBack<E> {
+    fn backward(self: Box<Self>, g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        let mut dx = vec![E::zero(); g.len()];
+        kernels::silu_backward(self.x.as_slice().unwrap(), g.as_slice().unwrap(), &mut dx);
+        vec![Some(ArrayD::from_shape_vec(g.raw_dim(), dx).unwrap())]
+    }
+
+    fn name(&self) -> &'static str {
+        "Silu"
+    }
+}
+
+/// When `b` broadcasts against `a` as one contiguous block of axes — `b`'s shape, padded
+/// with leading ones, is 1 on the first and last axes of `a` and equal to `a` on those in
+/// between, as a bias `[C]` against `[N, C]` or a time embedding `[B, C, 1, 1]` against
+/// `[B, C, H, W]` — returns `(outer, mid, inner)`: element `i` of `a` meets element
+/// `(i / inner) % mid` of `b`.
+fn block_broadcast(a: &[usize], b: &[usize]) -> Option<(usize, usize, usize)> {
+    if b.len() > a.len() || a == b {
+        return None;
+    }
+    let pad = a.len() - b.len();
+    let bp: Vec<usize> = std::iter::repeat_n(1, pad)
+        .chain(b.iter().copied())
+        .collect();
+    let first = bp.iter().position(|&d| d != 1).unwrap_or(a.len());
+    let last = bp.iter().rposition(|&d| d != 1).map_or(first, |l| l + 1);
+    if (first..last).any(|i| bp[i] != a[i]) {
+        return None;
+    }
+    Some((
+        a[..first].iter().product(),
+        a[first..last].iter().product(),
+        a[last..].iter().product(),
+    ))
+}
+
+/// `y[i] = f(a[i], b[(i / inner) % mid])` for the layout of [`block_broadcast`].
+fn map_block<E: Element>(
+    a: &[E],
+    b: &[E],
+    mid: usize,
+    inner: usize,
+    f: impl Fn(E, E) -> E + Sync,
+) -> Vec<E> {
+    let mut y = vec![E::zero(); a.len()];
+    let row = |(o, (yo, ao)): (usize, (&mut [E], &[E]))| {
+        let bv = b[o % mid];
+        for (v, &x) in yo.iter_mut().zip(ao) {
+            *v = f(x, bv);
+        }
+    };
+    if inner == 0 {
+        return y;
+    }
+    if a.len() >= crate::engine::par::PAR_MIN {
+        y.par_chunks_mut(inner)
+            .zip(a.par_chunks(inner))
+            .enumerate()
+            .for_each(row);
+    } else {
+        y.chunks_mut(inner)
+            .zip(a.chunks(inner))
+            .enumerate()
+            .for_each(row);
+    }
+    y
+}
+
+/// `db[k] = Σ_o Σ_j g[(o·mid + k)·inner + j]`, the gradient of the broadcast operand of
+/// [`block_broadcast`]: for each `k`, blocks in order of `o`, each run summed with
+/// [`slice_sum`] — a fixed order, whatever the thread count.
+fn reduce_block<E: Element>(g: &[E], outer: usize, mid: usize, inner: usize) -> Vec<E> {
+    let mut db = vec![E::zero(); mid];
+    if inner == 0 {
+        return db;
+    }
+    if outer == 1 && g.len() >= crate::engine::par::PAR_MIN {
+        db.par_iter_mut()
+            .zip(g.par_chunks(inner))
+            .for_each(|(d, run)| *d = slice_sum(run));
+    } else {
+        for blk in g.chunks(mid * inner) {
+            for (d, run) in db.iter_mut().zip(blk.chunks(inner)) {
+                *d += slice_sum(run);
+            }
+        }
+    }
+    db
+}
 
 /// A binary pointwise function (with NumPy broadcasting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,17 +274,30 @@ impl Binary {
     }
 }
 
+/// Backward of a binary op. Addition and subtraction keep only the operand shapes (their
+/// partial derivatives are constants), so they do not keep their operands alive.
 struct BinaryBack<E: Element> {
     op: Binary,
-    a: Arc<ArrayD<E>>,
-    b: Arc<ArrayD<E>>,
+    shapes: [Vec<usize>; 2],
+    values: Option<[Arc<ArrayD<E>>; 2]>,
 }
 
 impl<E: Element> Backward<E> for BinaryBack<E> {
     fn backward(self: Box<Self>, g: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>> {
-        let (sa, sb) = (self.a.shape().to_vec(), self.b.shape().to_vec());
+        let [sa, sb] = self.shapes;
         let op = self.op;
-        if matches!(op, Binary::Add | Binary::Sub) {
+        if let (None, Some((outer, mid, inner))) = (&self.values, block_broadcast(&sa, &sb)) {
+            // Addition or subtraction of a block-broadcast operand.
+            let gb = needs[1].then(|| {
+                let mut db = reduce_block(g.as_slice().unwrap(), outer, mid, inner);
+                if op == Binary::Sub {
+                    db.iter_mut().for_each(|v| *v = -*v);
+                }
+                ArrayD::from_shape_vec(IxDyn(&sb), db).unwrap()
+            });
+            return vec![needs[0].then_some(g), gb];
+        }
+        let Some([a, b]) = self.values else {
             let gb = needs[1].then(|| {
                 let gb = reduce_to(g.clone(), &sb);
                 if op == Binary::Sub {
@@ -180,13 +308,10 @@ impl<E: Element> Backward<E> for BinaryBack<E> {
             });
             let ga = needs[0].then(|| reduce_to(g, &sa));
             return vec![ga, gb];
-        }
+        };
         let full = IxDyn(g.shape());
-        let av = self
-            .a
-            .broadcast(full.clone())
-            .expect("broadcast in forward");
-        let bv = self.b.broadcast(full).expect("broadcast in forward");
+        let av = a.broadcast(full.clone()).expect("broadcast in forward");
+        let bv = b.broadcast(full).expect("broadcast in forward");
         let ga = needs[0].then(|| {
             let d = Zip::from(&g)
                 .and(&av)
@@ -202,6 +327,15 @@ impl<E: Element> Backward<E> for BinaryBack<E> {
             reduce_to(d, &sb)
         });
         vec![ga, gb]
+    }
+
+    fn name(&self) -> &'static str {
+        match self.op {
+            Binary::Add => "Add",
+            Binary::Sub => "Sub",
+            Binary::Mul => "Mul",
+            Binary::Div => "Div",
+        }
     }
 }
 
@@ -226,6 +360,9 @@ impl<E: Element> Graph<E> {
     pub fn binary(&mut self, a: &Tensor<E>, b: &Tensor<E>, op: Binary) -> Result<Tensor<E>> {
         let y = if a.shape() == b.shape() {
             map2(&a.value, &b.value, |x, y| op.f(x, y))
+        } else if let Some((_, mid, inner)) = block_broadcast(a.shape(), b.shape()) {
+            let y = map_block(a.as_slice(), b.as_slice(), mid, inner, |x, y| op.f(x, y));
+            ArrayD::from_shape_vec(a.value.raw_dim(), y).expect("same length")
         } else {
             let shape = IxDyn(&broadcast_shape(a.shape(), b.shape())?);
             let av = a.value.broadcast(shape.clone()).expect("checked");
@@ -234,8 +371,9 @@ impl<E: Element> Graph<E> {
         };
         let rule = BinaryBack {
             op,
-            a: Arc::clone(&a.value),
-            b: Arc::clone(&b.value),
+            shapes: [a.shape().to_vec(), b.shape().to_vec()],
+            values: matches!(op, Binary::Mul | Binary::Div)
+                .then(|| [Arc::clone(&a.value), Arc::clone(&b.value)]),
         };
         Ok(self.record(y, &[a, b], Box::new(rule)))
     }
@@ -292,9 +430,20 @@ impl<E: Element> Graph<E> {
     pub fn tanh(&mut self, x: &Tensor<E>) -> Tensor<E> {
         self.unary(x, Unary::Tanh)
     }
-    /// `silu x = x sigmoid(x)`.
+    /// `silu x = x sigmoid(x)`, on the vectorised kernels of
+    /// [`crate::engine::kernels::activation`] (the same function as [`Unary::Silu`], with the
+    /// branch-free `exp`).
     pub fn silu(&mut self, x: &Tensor<E>) -> Tensor<E> {
-        self.unary(x, Unary::Silu)
+        let mut y = vec![E::zero(); x.len()];
+        kernels::silu_forward(x.as_slice(), &mut y);
+        let y = ArrayD::from_shape_vec(x.value.raw_dim(), y).expect("same length");
+        if !x.requires_grad() {
+            return Tensor::constant(y);
+        }
+        let rule = SiluBack {
+            x: Arc::clone(&x.value),
+        };
+        self.record(y, &[x], Box::new(rule))
     }
     /// `relu x = max(x, 0)`.
     pub fn relu(&mut self, x: &Tensor<E>) -> Tensor<E> {

@@ -2,6 +2,7 @@
 //! gradient back without arithmetic.
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use rayon::prelude::*;
 
 use crate::engine::element::Element;
 use crate::engine::graph::{Backward, Graph};
@@ -36,15 +37,41 @@ struct ConcatBack {
     sizes: Vec<usize>,
 }
 
+/// `(outer, inner)`: the products of the axes before and after `axis`, so that a row-major
+/// array is `outer` blocks, each holding `shape[axis] · inner` contiguous elements.
+fn outer_inner(shape: &[usize], axis: usize) -> (usize, usize) {
+    (
+        shape[..axis].iter().product(),
+        shape[axis + 1..].iter().product(),
+    )
+}
+
 impl<E: Element> Backward<E> for ConcatBack {
     fn backward(self: Box<Self>, g: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        let (outer, inner) = outer_inner(g.shape(), self.axis);
+        let total: usize = self.sizes.iter().sum();
+        let gs = g.as_slice().expect("gradients are standard layout");
         let mut start = 0;
         let mut out = Vec::with_capacity(self.sizes.len());
         for (i, &s) in self.sizes.iter().enumerate() {
             let part = needs[i].then(|| {
-                g.slice_axis(Axis(self.axis), Slice::from(start..start + s))
-                    .as_standard_layout()
-                    .into_owned()
+                let mut shape = g.shape().to_vec();
+                shape[self.axis] = s;
+                let mut v = vec![E::zero(); outer * s * inner];
+                let block = |(o, dst): (usize, &mut [E])| {
+                    let src = o * total * inner + start * inner;
+                    dst.copy_from_slice(&gs[src..src + s * inner]);
+                };
+                if s * inner > 0 {
+                    if v.len() >= crate::engine::par::PAR_MIN {
+                        v.par_chunks_exact_mut(s * inner)
+                            .enumerate()
+                            .for_each(block);
+                    } else {
+                        v.chunks_exact_mut(s * inner).enumerate().for_each(block);
+                    }
+                }
+                ArrayD::from_shape_vec(IxDyn(&shape), v).expect("sizes")
             });
             out.push(part);
             start += s;
@@ -149,8 +176,32 @@ impl<E: Element> Graph<E> {
                 )));
             }
         }
-        let views: Vec<_> = xs.iter().map(|t| t.value.view()).collect();
-        let y = ndarray::concatenate(Axis(axis), &views).expect("shapes checked");
+        // Row-major: each of the `outer` output blocks is the inputs' blocks end to end.
+        let (outer, inner) = outer_inner(first.shape(), axis);
+        let total: usize = xs.iter().map(|t| t.shape()[axis]).sum();
+        let mut shape = first.shape().to_vec();
+        shape[axis] = total;
+        let mut y = vec![E::zero(); outer * total * inner];
+        let block = |(o, dst): (usize, &mut [E])| {
+            let mut at = 0;
+            for t in xs {
+                let len = t.shape()[axis] * inner;
+                dst[at..at + len].copy_from_slice(&t.as_slice()[o * len..(o + 1) * len]);
+                at += len;
+            }
+        };
+        if total * inner > 0 {
+            if y.len() >= crate::engine::par::PAR_MIN {
+                y.par_chunks_exact_mut(total * inner)
+                    .enumerate()
+                    .for_each(block);
+            } else {
+                y.chunks_exact_mut(total * inner)
+                    .enumerate()
+                    .for_each(block);
+            }
+        }
+        let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sizes");
         let rule = ConcatBack {
             axis,
             sizes: xs.iter().map(|t| t.shape()[axis]).collect(),
