@@ -123,6 +123,18 @@ fn check(seed: u64, xs: Vec<ArrayD<f64>>, f: &Fwd) {
     }
 }
 
+/// The smallest variance over `blocks` equal contiguous blocks of `x` (the groups a group or
+/// layer norm normalises over, in standard layout).
+fn min_block_variance(x: &ArrayD<f64>, blocks: usize) -> f64 {
+    let v = x.as_slice().expect("standard layout");
+    v.chunks(v.len() / blocks)
+        .map(|b| {
+            let m = b.iter().sum::<f64>() / b.len() as f64;
+            b.iter().map(|y| (y - m) * (y - m)).sum::<f64>() / b.len() as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn cfg() -> ProptestConfig {
     ProptestConfig {
         cases: 6,
@@ -279,10 +291,17 @@ proptest! {
         let x = rand_array(&mut r, &[n, c, s, s], -2.0, 2.0);
         let gamma = rand_array(&mut r, &[c], 0.5, 1.5);
         let beta = rand_array(&mut r, &[c], -1.0, 1.0);
-        check(seed, vec![x, gamma.clone(), beta.clone()], &move |g, x| g.group_norm(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
         let x3 = rand_array(&mut r, &[n, c, s], -2.0, 2.0);
-        check(seed, vec![x3, gamma.clone(), beta.clone()], &move |g, x| g.group_norm(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
         let xl = rand_array(&mut r, &[n, s, c + 1], -2.0, 2.0);
+        // The truncation bound estimates the third derivative with steps of H3 = 1e-2; the
+        // k-th derivative of a normalisation grows like var^{-k/2}, so a group whose variance
+        // is tiny (two nearly equal entries) makes that estimate meaningless. Keep every
+        // normalised block's variance >= 0.1 (std >= 0.32, 30x the step).
+        prop_assume!(min_block_variance(&x, n * groups) >= 0.1);
+        prop_assume!(min_block_variance(&x3, n * groups) >= 0.1);
+        prop_assume!(min_block_variance(&xl, n * s) >= 0.1);
+        check(seed, vec![x, gamma.clone(), beta.clone()], &move |g, x| g.group_norm(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
+        check(seed, vec![x3, gamma.clone(), beta.clone()], &move |g, x| g.group_norm(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
         let gl = rand_array(&mut r, &[c + 1], 0.5, 1.5);
         let bl = rand_array(&mut r, &[c + 1], -1.0, 1.0);
         check(seed, vec![xl, gl, bl], &|g, x| g.layer_norm(&x[0], &x[1], &x[2], 1e-5).unwrap());
@@ -297,8 +316,11 @@ proptest! {
         let x = rand_array(&mut r, &[n, c, s, s], -2.0, 2.0);
         let gamma = rand_array(&mut r, &[c], 0.5, 1.5);
         let beta = rand_array(&mut r, &[c], -1.0, 1.0);
-        check(seed, vec![x, gamma.clone(), beta.clone()], &move |g, x| g.group_norm_silu(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
         let x3 = rand_array(&mut r, &[n, c, s], -2.0, 2.0);
+        // As for group norm: no near-degenerate group (see there).
+        prop_assume!(min_block_variance(&x, n * groups) >= 0.1);
+        prop_assume!(min_block_variance(&x3, n * groups) >= 0.1);
+        check(seed, vec![x, gamma.clone(), beta.clone()], &move |g, x| g.group_norm_silu(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
         check(seed, vec![x3, gamma, beta], &move |g, x| g.group_norm_silu(&x[0], groups, &x[1], &x[2], 1e-5).unwrap());
     }
 
