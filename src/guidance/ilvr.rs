@@ -7,13 +7,14 @@
 //! `t - 1`. Signals here are 1-D (rows of length `n`, `n` a multiple of `N`); an image is the
 //! same with 2-D blocks.
 
+use super::predict_then_project;
 use crate::error::{Error, Result};
 use crate::rng::NoiseSource;
-use crate::sampler::pc::{time_grid, PcConfig, Samples};
-use crate::sampler::predictor::{normals, Predictor, Step};
+use crate::sampler::pc::{PcConfig, Samples};
+use crate::sampler::predictor::{normals, Predictor};
 use crate::sampler::Progress;
 use crate::score::ScoreModel;
-use crate::sde::{ReverseSde, Sde};
+use crate::sde::Sde;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 /// How a block of `N` samples becomes one and back.
@@ -130,30 +131,19 @@ pub fn ilvr_sample(
         )));
     }
     filter.check(d)?;
-    if cfg.n_samples == 0 {
-        return Err(Error::param("n_samples", "need at least one sample"));
-    }
-    let grid = time_grid(sde.t_end(), cfg.eps, cfg.n_steps)?;
-    let rsde = ReverseSde::new(sde, model);
-    let mut x = sde.prior_sample(noise, cfg.n_samples, d);
-    let mut mean = x.clone();
-    for i in 0..cfg.n_steps {
-        let step = Step {
-            t: grid[i],
-            dt: grid[i] - grid[i + 1],
-            level: cfg.n_steps - 1 - i,
-            n_levels: cfg.n_steps,
-        };
-        (x, mean) = predictor.step(&rsde, x.view(), step, noise)?;
-        let t_next = grid[i + 1];
-        if t_next > 0.0 {
-            let (s, sd) = (sde.mean_scale(t_next)?, sde.marginal_std(t_next)?);
-            let y = normals(noise, (cfg.n_samples, d)) * sd + &(&reference * s);
-            x = filter.ilvr_step(x.view(), y.view())?;
-        }
-        progress.step(i + 1, cfg.n_steps);
-    }
-    let out = if cfg.denoise { mean } else { x };
+    let out = predict_then_project(
+        sde,
+        model,
+        predictor,
+        &cfg,
+        noise,
+        progress,
+        |x, t, noise| {
+            let (s, sd) = (sde.mean_scale(t)?, sde.marginal_std(t)?);
+            let y = normals(noise, (x.nrows(), x.ncols())) * sd + &(&reference * s);
+            filter.ilvr_step(x.view(), y.view())
+        },
+    )?;
     let y = Array2::from_shape_fn(out.raw_dim(), |(_, j)| reference[j]);
     Ok(Samples {
         x: filter.ilvr_step(out.view(), y.view())?,

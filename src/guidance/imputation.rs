@@ -10,14 +10,15 @@
 //!   `s(t) y + σ(t) z` of the observation. It ignores how the unobserved coordinates at time
 //!   `t` depend on `y` through the noise already in them, and is biased (tests and book).
 
+use super::predict_then_project;
 use crate::error::{Error, Result};
 use crate::gaussian::GaussianMixture;
 use crate::rng::NoiseSource;
-use crate::sampler::pc::{time_grid, PcConfig, Samples};
-use crate::sampler::predictor::{normals, Predictor, Step};
+use crate::sampler::pc::{PcConfig, Samples};
+use crate::sampler::predictor::{normals, Predictor};
 use crate::sampler::Progress;
 use crate::score::{MixtureScore, ScoreModel};
-use crate::sde::{ReverseSde, Sde};
+use crate::sde::Sde;
 use ndarray::{Array2, ArrayView1, ArrayView2};
 
 // ANCHOR: oracle
@@ -63,8 +64,9 @@ pub fn assemble(
 
 // ANCHOR: replacement
 /// The replacement heuristic: predictor steps of the unconditional reverse SDE on the grid of
-/// [`time_grid`]; after the step to `t'`, the observed columns are overwritten with
-/// `s(t') y + σ(t') z` (fresh `z`), and the returned points carry `y` itself there.
+/// [`time_grid`](crate::sampler::pc::time_grid); after the step to `t'`, the observed columns
+/// are overwritten with `s(t') y + σ(t') z` (fresh `z`), and the returned points carry `y`
+/// itself there.
 #[allow(clippy::too_many_arguments)] // the pc sampler's arguments plus the observation
 pub fn replacement_sample(
     sde: &dyn Sde,
@@ -86,34 +88,24 @@ pub fn replacement_sample(
         )));
     }
     crate::gaussian::check_finite("values", values.iter())?;
-    if cfg.n_samples == 0 {
-        return Err(Error::param("n_samples", "need at least one sample"));
-    }
-    let grid = time_grid(sde.t_end(), cfg.eps, cfg.n_steps)?;
-    let rsde = ReverseSde::new(sde, model);
-    let mut x = sde.prior_sample(noise, cfg.n_samples, d);
-    let mut mean = x.clone();
-    for i in 0..cfg.n_steps {
-        let step = Step {
-            t: grid[i],
-            dt: grid[i] - grid[i + 1],
-            level: cfg.n_steps - 1 - i,
-            n_levels: cfg.n_steps,
-        };
-        (x, mean) = predictor.step(&rsde, x.view(), step, noise)?;
-        let t_next = grid[i + 1];
-        if t_next > 0.0 {
-            let (s, sd) = (sde.mean_scale(t_next)?, sde.marginal_std(t_next)?);
-            let z = normals(noise, (cfg.n_samples, observed.len()));
+    let mut out = predict_then_project(
+        sde,
+        model,
+        predictor,
+        &cfg,
+        noise,
+        progress,
+        |mut x, t, noise| {
+            let (s, sd) = (sde.mean_scale(t)?, sde.marginal_std(t)?);
+            let z = normals(noise, (x.nrows(), observed.len()));
             for (mut row, zr) in x.rows_mut().into_iter().zip(z.rows()) {
                 for (j, &c) in observed.iter().enumerate() {
                     row[c] = s * values[j] + sd * zr[j];
                 }
             }
-        }
-        progress.step(i + 1, cfg.n_steps);
-    }
-    let mut out = if cfg.denoise { mean } else { x };
+            Ok(x)
+        },
+    )?;
     for mut row in out.rows_mut() {
         for (j, &c) in observed.iter().enumerate() {
             row[c] = values[j];

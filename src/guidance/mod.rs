@@ -23,3 +23,51 @@ pub mod sdedit;
 pub mod time_classifier;
 
 pub use conditional::{Classifier, ClassifierFree, ClassifierGuided, MixtureClassifier};
+
+use crate::error::{Error, Result};
+use crate::rng::NoiseSource;
+use crate::sampler::pc::{time_grid, PcConfig};
+use crate::sampler::predictor::{Predictor, Step};
+use crate::sampler::Progress;
+use crate::score::ScoreModel;
+use crate::sde::{ReverseSde, Sde};
+use ndarray::Array2;
+
+// ANCHOR: predict_then_project
+/// The loop shared by the projection samplers (replacement inpainting, ILVR): predictor steps
+/// of the unconditional reverse SDE on the grid of [`time_grid`], and after the step to each
+/// `t' > 0`, `project(x, t', noise)` imposes the condition on the noised sample. Returns the
+/// last sample, or the predictor's last mean when `cfg.denoise`; the caller imposes the
+/// noise-free condition on it.
+pub(crate) fn predict_then_project(
+    sde: &dyn Sde,
+    model: &dyn ScoreModel,
+    predictor: &dyn Predictor,
+    cfg: &PcConfig,
+    noise: &mut dyn NoiseSource,
+    progress: &mut dyn Progress,
+    mut project: impl FnMut(Array2<f64>, f64, &mut dyn NoiseSource) -> Result<Array2<f64>>,
+) -> Result<Array2<f64>> {
+    if cfg.n_samples == 0 {
+        return Err(Error::param("n_samples", "need at least one sample"));
+    }
+    let grid = time_grid(sde.t_end(), cfg.eps, cfg.n_steps)?;
+    let rsde = ReverseSde::new(sde, model);
+    let mut x = sde.prior_sample(noise, cfg.n_samples, model.dim());
+    let mut mean = x.clone();
+    for i in 0..cfg.n_steps {
+        let step = Step {
+            t: grid[i],
+            dt: grid[i] - grid[i + 1],
+            level: cfg.n_steps - 1 - i,
+            n_levels: cfg.n_steps,
+        };
+        (x, mean) = predictor.step(&rsde, x.view(), step, noise)?;
+        if grid[i + 1] > 0.0 {
+            x = project(x, grid[i + 1], noise)?;
+        }
+        progress.step(i + 1, cfg.n_steps);
+    }
+    Ok(if cfg.denoise { mean } else { x })
+}
+// ANCHOR_END: predict_then_project
