@@ -13,7 +13,7 @@ const EPS: f64 = f64::EPSILON;
 
 /// Composite Simpson rule on `[a, b]` with `n` (even) intervals.
 fn simpson(f: impl Fn(f64) -> f64, a: f64, b: f64, n: usize) -> f64 {
-    assert!(n % 2 == 0);
+    assert!(n.is_multiple_of(2));
     let h = (b - a) / n as f64;
     let mut s = f(a) + f(b);
     for i in 1..n {

@@ -131,6 +131,12 @@ impl ConvCase {
 /// Checks all three fast passes in element type `E` against the f64 reference. `two` is 2
 /// for f64 (both sides round) and 1 for f32 (the f64 reference's rounding is negligible).
 fn check_conv<E: Element>(g: &Conv2dGeom, seed: u64, two: f64) {
+    check_conv_on::<E>(g, seed, two, false)
+}
+
+/// [`check_conv`] on the dispatching kernels (`gemm = false`) or on the im2col + GEMM path
+/// alone (`gemm = true`), which the dispatch bypasses where the direct 3×3 kernels apply.
+fn check_conv_on<E: Element>(g: &Conv2dGeom, seed: u64, two: f64, gemm: bool) {
     let c = ConvCase::new(g, seed);
     let cv = |v: &[f64]| v.iter().map(|&a| el::<E>(a)).collect::<Vec<E>>();
     let eps = tf(E::epsilon());
@@ -138,7 +144,12 @@ fn check_conv<E: Element>(g: &Conv2dGeom, seed: u64, two: f64) {
     // forward: K = c_in kh kw products plus the bias.
     let (y, s) = c.forward(g);
     let mut got = vec![E::zero(); g.y_len()];
-    kernels::conv2d_forward(g, &cv(&c.x), &cv(&c.w), Some(&cv(&c.b)), &mut got);
+    let (x, w, b) = (cv(&c.x), cv(&c.w), cv(&c.b));
+    if gemm {
+        kernels::conv::conv2d_forward_gemm(g, &x, &w, Some(&b), &mut got);
+    } else {
+        kernels::conv2d_forward(g, &x, &w, Some(&b), &mut got);
+    }
     assert_within(
         "forward",
         &got,
@@ -150,7 +161,11 @@ fn check_conv<E: Element>(g: &Conv2dGeom, seed: u64, two: f64) {
     // input gradient: at most c_out kh kw products, summed by a GEMM over c_out then by col2im.
     let (dx, s) = c.backward_input(g);
     let mut got = vec![E::zero(); g.x_len()];
-    kernels::conv2d_backward_input(g, &cv(&c.dy), &cv(&c.w), &mut got);
+    if gemm {
+        kernels::conv::conv2d_backward_input_gemm(g, &cv(&c.dy), &w, &mut got);
+    } else {
+        kernels::conv2d_backward_input(g, &cv(&c.dy), &w, &mut got);
+    }
     assert_within(
         "backward_input",
         &got,
@@ -162,7 +177,11 @@ fn check_conv<E: Element>(g: &Conv2dGeom, seed: u64, two: f64) {
     // weight gradient: n ho wo products; bias gradient: n ho wo terms.
     let (dw, sw, db, sb) = c.backward_weight(g);
     let (mut gw, mut gb) = (vec![E::zero(); g.w_len()], vec![E::zero(); g.c_out]);
-    kernels::conv2d_backward_weight(g, &cv(&c.x), &cv(&c.dy), &mut gw, Some(&mut gb));
+    if gemm {
+        kernels::conv::conv2d_backward_weight_gemm(g, &x, &cv(&c.dy), &mut gw, Some(&mut gb));
+    } else {
+        kernels::conv2d_backward_weight(g, &x, &cv(&c.dy), &mut gw, Some(&mut gb));
+    }
     let k = two * (g.n * ho * wo + 1) as f64;
     assert_within("backward_weight", &gw, &dw, &sw, k, eps);
     assert_within("backward_bias", &gb, &db, &sb, k, eps);
@@ -183,6 +202,27 @@ proptest! {
     #[test]
     fn conv_fast_matches_reference_f32(g in geom(), seed in 0u64..1000) {
         check_conv::<f32>(&g, seed, 1.0);
+    }
+
+    /// The direct 3×3 kernels (f32, stride 1, padding 1, AVX-512) agree with the f64
+    /// reference to the same bound as every other path, on sizes that exercise every tile
+    /// shape: flat planes of `h (w+2)` positions leaving 0, 1 or 2 vectors after the last
+    /// full 3-vector tile, output channels not a multiple of the 8-row tile, and
+    /// weight-gradient blocks of 1, 2 or 3 channels.
+    #[test]
+    fn conv3x3_direct_matches_reference_f32(n in 1usize..4, ci in 1usize..20, co in 1usize..20, h in 1usize..16, w in 1usize..16, seed in 0u64..1000) {
+        let g = Conv2dGeom::new(n, ci, h, w, co, 3, 3, 1, 1).unwrap();
+        if kernels::conv3x3::available() {
+            prop_assert!(kernels::conv::uses_direct::<f32>(&g));
+        }
+        check_conv::<f32>(&g, seed, 1.0);
+    }
+
+    /// The im2col + GEMM path, which the dispatch no longer takes for f32 3×3 stride-1
+    /// convolutions on AVX-512 machines, still agrees with the reference there.
+    #[test]
+    fn conv_gemm_path_matches_reference_f32(g in geom(), seed in 0u64..1000) {
+        check_conv_on::<f32>(&g, seed, 1.0, true);
     }
 
     /// `element::gemm` (rayon-split) and `gemm_serial` agree with a naive triple loop for

@@ -12,7 +12,7 @@ use crate::rng;
 /// `[sin(t_i f_0), ..., sin(t_i f_{h-1}), cos(t_i f_0), ..., cos(t_i f_{h-1})]` with
 /// `f_k = 10000^{-k/(h-1)}`. Shape `[t.len(), dim]`. `dim` must be even and at least 4.
 pub fn sinusoidal_embedding<E: Element>(t: &[f64], dim: usize) -> Result<Tensor<E>> {
-    if dim < 4 || dim % 2 != 0 {
+    if dim < 4 || !dim.is_multiple_of(2) {
         return Err(Error::param(
             "dim",
             format!("must be even and >= 4, got {dim}"),
@@ -60,7 +60,7 @@ pub struct GaussianFourier {
 impl GaussianFourier {
     /// `dim / 2` frequencies with standard deviation `scale`; `dim` must be even and positive.
     pub fn new(dim: usize, scale: f64, seed: u64) -> Result<Self> {
-        if dim == 0 || dim % 2 != 0 {
+        if dim == 0 || !dim.is_multiple_of(2) {
             return Err(Error::param(
                 "dim",
                 format!("must be even and positive, got {dim}"),

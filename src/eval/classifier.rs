@@ -64,7 +64,7 @@ impl Default for ClassifierTraining {
 impl Classifier {
     /// A freshly initialised classifier for `r × r` images, parameters added to `store`.
     pub fn new(store: &mut ParamStore<f32>, resolution: usize, seed: u64) -> Result<Classifier> {
-        if resolution < 4 || resolution % 4 != 0 {
+        if resolution < 4 || !resolution.is_multiple_of(4) {
             return Err(Error::param(
                 "resolution",
                 format!("the classifier needs a side divisible by 4, got {resolution}"),

@@ -44,7 +44,7 @@ impl LowPass {
     }
 
     fn check(&self, n: usize) -> Result<()> {
-        if n == 0 || n % self.factor != 0 {
+        if n == 0 || !n.is_multiple_of(self.factor) {
             return Err(Error::Shape(format!(
                 "signal length {n} is not a positive multiple of the factor {}",
                 self.factor
@@ -159,7 +159,7 @@ pub fn ilvr_sample(
 /// details of the finest level first.
 pub fn haar(x: ArrayView1<f64>, levels: u32) -> Result<(Array1<f64>, Vec<Array1<f64>>)> {
     let block = 1usize << levels;
-    if x.is_empty() || x.len() % block != 0 {
+    if x.is_empty() || !x.len().is_multiple_of(block) {
         return Err(Error::Shape(format!(
             "length {} is not a positive multiple of 2^{levels}",
             x.len()

@@ -343,7 +343,7 @@ impl Trainer {
             self.check_loss(k, lv, &last_good)?;
             // The state after step k-1 has a sane loss: checkpoint it if due.
             if let Some(r) = run {
-                if k > 1 && (k - 1) % self.config.checkpoint_every == 0 {
+                if k > 1 && (k - 1).is_multiple_of(self.config.checkpoint_every) {
                     r.append_metrics(&std::mem::take(&mut rows))?;
                     self.save(&r.checkpoint_path())?;
                     last_good = Some((k - 1, r.checkpoint_path()));

@@ -14,10 +14,12 @@
 //! their patch matrices side by side, `[col_1 … col_m]`, so each pass is one GEMM with `m·P`
 //! columns instead of `m` GEMMs with `P` (49 at 7×7, far too thin for the GEMM to run fast).
 
+use std::any::TypeId;
+
 use rayon::prelude::*;
 
 use super::reduce::{bias_grad, reduce_in_order};
-use super::Conv2dGeom;
+use super::{conv3x3, Conv2dGeom};
 use crate::engine::element::{gemm_serial, Element};
 
 /// `true` when the patch matrix of an image equals the image itself.
@@ -161,7 +163,7 @@ fn check(g: &Conv2dGeom, x: usize, w: usize, y: usize) {
 // ANCHOR: conv_forward
 /// `y[n,o,i,j] = bias[o] + Σ_{c,a,b} w[o,c,a,b] x[n,c,i·s+a-p,j·s+b-p]`; overwrites `y`.
 /// Same contract as [`super::reference::conv2d_forward`].
-pub fn conv2d_forward<E: Element>(
+pub fn conv2d_forward_gemm<E: Element>(
     g: &Conv2dGeom,
     x: &[E],
     w: &[E],
@@ -230,7 +232,7 @@ pub fn conv2d_forward<E: Element>(
 
 /// Gradient with respect to the input: `dx_n = col2im(Wᵀ dy_n)`; overwrites `dx`.
 /// Same contract as [`super::reference::conv2d_backward_input`].
-pub fn conv2d_backward_input<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E], dx: &mut [E]) {
+pub fn conv2d_backward_input_gemm<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E], dx: &mut [E]) {
     check(g, dx.len(), w.len(), dy.len());
     let kk = g.c_in * g.kh * g.kw;
     let pp = g.h_out() * g.w_out();
@@ -286,7 +288,7 @@ fn chunk_len(n: usize) -> usize {
 /// The batch is cut into chunks of [`chunk_len`] images (a function of `n` alone); each chunk
 /// accumulates `Σ dy_n col_nᵀ` over its images in index order into its own partial, and the
 /// partials are added in chunk order. The bias gradient is [`bias_grad`], also fixed-order.
-pub fn conv2d_backward_weight<E: Element>(
+pub fn conv2d_backward_weight_gemm<E: Element>(
     g: &Conv2dGeom,
     x: &[E],
     dy: &[E],
@@ -348,3 +350,77 @@ pub fn conv2d_backward_weight<E: Element>(
     reduce_in_order(&partials, dw);
 }
 // ANCHOR_END: conv_backward_weight
+
+/// `s` as `&[f32]` when `E` is `f32`.
+fn as_f32<E: Element>(s: &[E]) -> Option<&[f32]> {
+    // SAFETY: `E` is `f32` (same type id), so the cast is the identity.
+    (TypeId::of::<E>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// `s` as `&mut [f32]` when `E` is `f32`.
+fn as_f32_mut<E: Element>(s: &mut [E]) -> Option<&mut [f32]> {
+    // SAFETY: as in [`as_f32`]; the borrow is moved into the result.
+    (TypeId::of::<E>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}
+
+/// `true` when the passes of `g` in element type `E` run on the direct kernels of
+/// [`conv3x3`] (f32, 3×3, stride 1, padding 1, on a CPU with AVX-512F); otherwise they run
+/// as im2col + GEMM.
+pub fn uses_direct<E: Element>(g: &Conv2dGeom) -> bool {
+    TypeId::of::<E>() == TypeId::of::<f32>() && conv3x3::applies(g) && conv3x3::available()
+}
+
+/// `y[n,o,i,j] = bias[o] + Σ_{c,a,b} w[o,c,a,b] x[n,c,i·s+a-p,j·s+b-p]`; overwrites `y`.
+/// Same contract as [`super::reference::conv2d_forward`]: [`conv3x3::forward`] where
+/// [`uses_direct`], else [`conv2d_forward_gemm`].
+pub fn conv2d_forward<E: Element>(
+    g: &Conv2dGeom,
+    x: &[E],
+    w: &[E],
+    bias: Option<&[E]>,
+    y: &mut [E],
+) {
+    if uses_direct::<E>(g) {
+        check(g, x.len(), w.len(), y.len());
+        let b = bias.map(|b| as_f32(b).unwrap());
+        let (x, w) = (as_f32(x).unwrap(), as_f32(w).unwrap());
+        return conv3x3::forward(g, x, w, b, as_f32_mut(y).unwrap());
+    }
+    conv2d_forward_gemm(g, x, w, bias, y)
+}
+
+/// Gradient with respect to the input; overwrites `dx`. Same contract as
+/// [`super::reference::conv2d_backward_input`]: [`conv3x3::backward_input`] where
+/// [`uses_direct`], else [`conv2d_backward_input_gemm`].
+pub fn conv2d_backward_input<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E], dx: &mut [E]) {
+    if uses_direct::<E>(g) {
+        check(g, dx.len(), w.len(), dy.len());
+        let (dy, w) = (as_f32(dy).unwrap(), as_f32(w).unwrap());
+        return conv3x3::backward_input(g, dy, w, as_f32_mut(dx).unwrap());
+    }
+    conv2d_backward_input_gemm(g, dy, w, dx)
+}
+
+/// Gradients with respect to the weight and (optionally) the bias; overwrites both. Same
+/// contract as [`super::reference::conv2d_backward_weight`]: [`conv3x3::backward_weight`]
+/// and [`bias_grad`] where [`uses_direct`], else [`conv2d_backward_weight_gemm`].
+pub fn conv2d_backward_weight<E: Element>(
+    g: &Conv2dGeom,
+    x: &[E],
+    dy: &[E],
+    dw: &mut [E],
+    dbias: Option<&mut [E]>,
+) {
+    if uses_direct::<E>(g) {
+        check(g, x.len(), dw.len(), dy.len());
+        if let Some(db) = dbias {
+            assert_eq!(db.len(), g.c_out, "conv2d: bias-gradient length");
+            bias_grad(dy, g.n, g.c_out, g.h_out() * g.w_out(), db);
+        }
+        let (x, dy) = (as_f32(x).unwrap(), as_f32(dy).unwrap());
+        return conv3x3::backward_weight(g, x, dy, as_f32_mut(dw).unwrap());
+    }
+    conv2d_backward_weight_gemm(g, x, dy, dw, dbias)
+}

@@ -41,7 +41,7 @@ pub struct GroupNormGeom {
 impl GroupNormGeom {
     /// Validates the shape: `groups >= 1`, `groups` divides `c`, `hw >= 1`.
     pub fn new(n: usize, c: usize, hw: usize, groups: usize) -> Result<Self> {
-        if groups == 0 || c % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return Err(Error::param(
                 "groups",
                 format!("{groups} groups must be at least 1 and divide {c} channels"),
@@ -70,7 +70,7 @@ impl GroupNormGeom {
     }
     fn check(&self, x: usize, gamma: usize, beta: usize) {
         assert!(
-            self.groups > 0 && self.c % self.groups == 0,
+            self.groups > 0 && self.c.is_multiple_of(self.groups),
             "group norm: bad groups"
         );
         assert_eq!(x, self.len(), "group norm: activation length");

@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod conv3x3;
 pub mod group_norm;
 pub mod reduce;
 pub mod reference;

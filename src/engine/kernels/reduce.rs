@@ -55,7 +55,7 @@ pub fn bias_grad<E: Element>(dy: &[E], n: usize, c: usize, hw: usize, db: &mut [
 pub fn reduce_in_order<E: Element>(partials: &[E], out: &mut [E]) {
     let len = out.len();
     assert!(
-        len > 0 && partials.len() % len == 0 && !partials.is_empty(),
+        len > 0 && partials.len().is_multiple_of(len) && !partials.is_empty(),
         "reduce_in_order: partials must be a positive multiple of the output length"
     );
     const BLOCK: usize = 4096;

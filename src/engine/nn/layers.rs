@@ -189,7 +189,7 @@ impl GroupNorm {
         channels: usize,
         eps: f64,
     ) -> Result<Self> {
-        if groups == 0 || channels == 0 || channels % groups != 0 {
+        if groups == 0 || channels == 0 || !channels.is_multiple_of(groups) {
             return Err(Error::param(
                 "groups",
                 format!("{channels} channels cannot be split into {groups} groups"),

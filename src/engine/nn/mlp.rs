@@ -64,7 +64,7 @@ impl MlpScoreNet {
         if config.data_dim == 0 || config.width == 0 || config.hidden == 0 {
             return Err(Error::param("config", format!("{config:?}")));
         }
-        if config.emb_dim < 4 || config.emb_dim % 2 != 0 {
+        if config.emb_dim < 4 || !config.emb_dim.is_multiple_of(2) {
             return Err(Error::param("emb_dim", "must be even and >= 4"));
         }
         if !config.time_scale.is_finite() {

@@ -135,8 +135,8 @@ impl UNet {
         }
         if c.channel_mult
             .iter()
-            .any(|&m| m == 0 || (c.base_channels * m) % c.groups != 0)
-            || c.base_channels % c.groups != 0
+            .any(|&m| m == 0 || !(c.base_channels * m).is_multiple_of(c.groups))
+            || !c.base_channels.is_multiple_of(c.groups)
         {
             return Err(Error::param(
                 "groups",
@@ -147,7 +147,7 @@ impl UNet {
             ));
         }
         let levels = c.channel_mult.len();
-        if c.resolution == 0 || c.resolution % (1 << (levels - 1)) != 0 {
+        if c.resolution == 0 || !c.resolution.is_multiple_of(1 << (levels - 1)) {
             return Err(Error::param(
                 "resolution",
                 format!("{} is not divisible by 2^{}", c.resolution, levels - 1),

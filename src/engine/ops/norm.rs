@@ -98,7 +98,7 @@ impl<E: Element> Graph<E> {
         eps: f64,
         act: Activation,
     ) -> Result<Tensor<E>> {
-        if x.ndim() < 2 || groups == 0 || x.shape()[1] % groups != 0 {
+        if x.ndim() < 2 || groups == 0 || !x.shape()[1].is_multiple_of(groups) {
             return Err(Error::Shape(format!(
                 "group_norm: {groups} groups for input {:?}",
                 x.shape()

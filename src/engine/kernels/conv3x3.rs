@@ -1,0 +1,456 @@
+//! Direct 3×3 convolution with stride 1 and padding 1 (every 3×3 convolution of the U-Net but
+//! the two downsamplers), in `f32` on AVX-512, with no im2col and no GEMM packing.
+//!
+//! **Flat shifted planes.** Pad each input plane by one pixel on every side and store it with
+//! row stride `S = W + 2`. Number the outputs by `q = i·S + j` (`0 <= q < H·S`; the positions
+//! with `j >= W` are scratch and are thrown away). Output `(i, j)`, tap `(a, b)` reads
+//! `x[i+a-1, j+b-1] = xpad[(i+a)·S + j+b] = xpad[q + a·S + b]`. So
+//!
+//! `y[o, q] = Σ_c Σ_t w[o, c, t] · xpad[c, q + off_t]`, with `off_t = a·S + b` for tap `t = 3a + b`:
+//!
+//! for each tap the "patch row" is the padded plane itself, shifted: a GEMM whose right-hand
+//! side needs neither im2col nor packing. The micro-kernel holds an `MR × NV` tile of outputs
+//! (`MR` channels, `NV` vectors of 16 consecutive `q`) in registers and, for every input
+//! channel and tap, loads `NV` vectors of the shifted plane and broadcasts `MR` weights.
+//! Output rows with `j < W` read only their own padded plane (the largest index,
+//! `(H-1)·S + W-1 + 2S + 2`, is below `(H+2)·S`), so the scratch positions never leak.
+//!
+//! - **Input gradient** = the same correlation of the padded `dy` with the kernel transposed
+//!   over channels and flipped: `dx[c, q] = Σ_o Σ_t w[o, c, 8-t] · dypad[o, q + off_t]`.
+//! - **Weight gradient**: `dw[o, c, t] = Σ_n Σ_q dyflat[n, o, q] · xpad[n, c, q + off_t]`, where
+//!   `dyflat` is `dy` laid out on the flat positions with zeros at the scratch positions (so
+//!   they add nothing). A `3 × 9` tile of `(o, t)` accumulates 16 lanes over the images of a
+//!   chunk and all `q`, then each lane vector is summed by a fixed tree.
+//!
+//! Every sum runs in an order fixed by the shape, so results do not depend on the thread count.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::reduce::reduce_in_order;
+use super::Conv2dGeom;
+
+/// Output channels per register tile of the correlation kernel.
+const MR: usize = 8;
+/// Vectors of 16 flat positions per register tile (the last tile of a plane may be shorter).
+const NV: usize = 3;
+/// Output channels per register tile of the weight-gradient kernel.
+const MO: usize = 3;
+/// Lanes of an AVX-512 `f32` vector.
+const L: usize = 16;
+
+/// `true` when the CPU runs the AVX-512 kernels of this module (runtime detection).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `true` when `g` is a convolution this module computes: 3×3 kernel, stride 1, padding 1.
+pub fn applies(g: &Conv2dGeom) -> bool {
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad == 1
+}
+
+/// The flat-plane layout of one image of height `h`, width `w` (see the module comment).
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    h: usize,
+    w: usize,
+    /// Row stride `w + 2`.
+    s: usize,
+    /// Padded plane length `(h + 2)·s`.
+    pl: usize,
+    /// Vectors covering the `h·s` flat output positions.
+    nvec: usize,
+}
+
+impl Layout {
+    fn new(h: usize, w: usize) -> Self {
+        let s = w + 2;
+        Self {
+            h,
+            w,
+            s,
+            pl: (h + 2) * s,
+            nvec: (h * s).div_ceil(L),
+        }
+    }
+    /// Flat output positions rounded up to whole vectors.
+    fn qpad(&self) -> usize {
+        self.nvec * L
+    }
+    /// Length of a buffer of `c` padded planes: the last tile of the last plane reads up to
+    /// index `off_8 + qpad - 1 <= 2s + 2 + (h·s + 15) - 1 = pl + 16` from the plane's start,
+    /// hence `2L` floats of slack.
+    fn padded_len(&self, c: usize) -> usize {
+        c * self.pl + 2 * L
+    }
+    /// `off_t = a·s + b` for the taps `t = 3a + b`.
+    fn offsets(&self) -> [usize; 9] {
+        std::array::from_fn(|t| (t / 3) * self.s + t % 3)
+    }
+    /// Copies `c` planes `h × w` into the interiors of the padded planes of `xp` (whose
+    /// borders and slack are zero and stay zero).
+    fn pad(&self, c: usize, x: &[f32], xp: &mut [f32]) {
+        let (h, w, s) = (self.h, self.w, self.s);
+        for ch in 0..c {
+            let src = &x[ch * h * w..(ch + 1) * h * w];
+            let dst = &mut xp[ch * self.pl..(ch + 1) * self.pl];
+            for i in 0..h {
+                dst[(i + 1) * s + 1..(i + 1) * s + 1 + w].copy_from_slice(&src[i * w..(i + 1) * w]);
+            }
+        }
+    }
+}
+
+/// Packs a weight for the correlation kernel in tiles of [`MR`] output rows:
+/// `wp[((blk·k_in + c)·9 + t)·MR + m] = weight(blk·MR + m, c, t)`, zero for rows `>= k_out`.
+fn pack(k_out: usize, k_in: usize, weight: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+    let blocks = k_out.div_ceil(MR);
+    let mut wp = vec![0f32; blocks * k_in * 9 * MR];
+    for blk in 0..blocks {
+        for c in 0..k_in {
+            for t in 0..9 {
+                for m in 0..MR {
+                    let o = blk * MR + m;
+                    if o < k_out {
+                        wp[((blk * k_in + c) * 9 + t) * MR + m] = weight(o, c, t);
+                    }
+                }
+            }
+        }
+    }
+    wp
+}
+
+/// One `MR × NVV` tile: `out[m·ld + 16v + lane] = Σ_c Σ_t wp[(c·9 + t)·MR + m] ·
+/// xp[c·pl + off_t + 16v + lane]`, the sum over `c` outer and `t` inner.
+///
+/// # Safety
+/// AVX-512F must be available; `xp` must be readable at `c·pl + off_t + 16·NVV` for every
+/// `c < k_in`, `wp` at `k_in·9·MR` floats, `out` writable at `(MR-1)·ld + 16·NVV`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const NVV: usize>(
+    xp: *const f32,
+    pl: usize,
+    k_in: usize,
+    offs: &[usize; 9],
+    wp: *const f32,
+    out: *mut f32,
+    ld: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NVV]; MR];
+    for c in 0..k_in {
+        let xc = xp.add(c * pl);
+        let wc = wp.add(c * 9 * MR);
+        for (t, &off) in offs.iter().enumerate() {
+            let xt = xc.add(off);
+            let mut xv = [_mm512_setzero_ps(); NVV];
+            for (v, xv) in xv.iter_mut().enumerate() {
+                *xv = _mm512_loadu_ps(xt.add(L * v));
+            }
+            let wt = wc.add(t * MR);
+            for (m, row) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(*wt.add(m));
+                for (a, &x) in row.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(wv, x, *a);
+                }
+            }
+        }
+    }
+    for (m, row) in acc.iter().enumerate() {
+        for (v, a) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.add(m * ld + L * v), *a);
+        }
+    }
+}
+
+/// The correlation of one image: `k_in` padded planes in `xp` (layout `lay`) with the packed
+/// weight `wp` into `out` (`blocks·MR` rows of `lay.qpad()` flat positions).
+#[cfg(target_arch = "x86_64")]
+fn correlate_image(
+    lay: &Layout,
+    k_in: usize,
+    k_out: usize,
+    xp: &[f32],
+    wp: &[f32],
+    out: &mut [f32],
+) {
+    let blocks = k_out.div_ceil(MR);
+    let ld = lay.qpad();
+    assert!(
+        xp.len() >= lay.padded_len(k_in),
+        "conv3x3: padded input length"
+    );
+    assert_eq!(
+        wp.len(),
+        blocks * k_in * 9 * MR,
+        "conv3x3: packed weight length"
+    );
+    assert_eq!(out.len(), blocks * MR * ld, "conv3x3: output buffer length");
+    assert!(available(), "conv3x3: AVX-512F is not available");
+    let offs = lay.offsets();
+    let full = lay.nvec / NV;
+    let rest = lay.nvec % NV;
+    for blk in 0..blocks {
+        let wb = &wp[blk * k_in * 9 * MR..(blk + 1) * k_in * 9 * MR];
+        let ob = &mut out[blk * MR * ld..(blk + 1) * MR * ld];
+        // SAFETY: AVX-512F was checked above. Tile `v0` reads `xp` up to index
+        // `(k_in-1)·pl + off_8 + 16·nvec - 1 <= k_in·pl + 16` (see `Layout::padded_len`) and
+        // writes `ob` up to `(MR-1)·ld + 16·nvec = MR·ld`, both within the lengths asserted.
+        unsafe {
+            let (x, w, o) = (xp.as_ptr(), wb.as_ptr(), ob.as_mut_ptr());
+            // Full tiles of NV vectors, then one of the remaining 1 or 2.
+            let tiles = (0..full).map(|tl| (tl * NV * L, NV));
+            for (v0, nv) in tiles.chain((rest > 0).then_some((full * NV * L, rest))) {
+                let (x, o) = (x.add(v0), o.add(v0));
+                match nv {
+                    1 => tile::<1>(x, lay.pl, k_in, &offs, w, o, ld),
+                    2 => tile::<2>(x, lay.pl, k_in, &offs, w, o, ld),
+                    _ => tile::<NV>(x, lay.pl, k_in, &offs, w, o, ld),
+                }
+            }
+        }
+    }
+}
+
+/// Correlates `n` images of `k_in` planes (`src`, NCHW) into `k_out` planes (`dst`, NCHW,
+/// overwritten), `dst[o] = bias[o] + Σ_c Σ_t wp(o, c, t) src[c] shifted by tap t`, one image
+/// per rayon task.
+#[allow(clippy::too_many_arguments)]
+fn correlate(
+    n: usize,
+    lay: &Layout,
+    k_in: usize,
+    k_out: usize,
+    src: &[f32],
+    wp: &[f32],
+    bias: Option<&[f32]>,
+    dst: &mut [f32],
+) {
+    let hw = lay.h * lay.w;
+    let (in_img, out_img) = (k_in * hw, k_out * hw);
+    assert_eq!(src.len(), n * in_img, "conv3x3: input length");
+    assert_eq!(dst.len(), n * out_img, "conv3x3: output length");
+    if n == 0 || out_img == 0 {
+        return;
+    }
+    let rows = k_out.div_ceil(MR) * MR;
+    dst.par_chunks_mut(out_img)
+        .zip(src.par_chunks(in_img.max(1)))
+        .for_each_init(
+            || {
+                (
+                    vec![0f32; lay.padded_len(k_in)],
+                    vec![0f32; rows * lay.qpad()],
+                )
+            },
+            |(xp, tmp), (d, s)| {
+                lay.pad(k_in, s, xp);
+                #[cfg(target_arch = "x86_64")]
+                correlate_image(lay, k_in, k_out, xp, wp, tmp);
+                for o in 0..k_out {
+                    let b = bias.map_or(0.0, |b| b[o]);
+                    let plane = &tmp[o * lay.qpad()..];
+                    for i in 0..lay.h {
+                        let row = &plane[i * lay.s..i * lay.s + lay.w];
+                        let out = &mut d[o * hw + i * lay.w..o * hw + (i + 1) * lay.w];
+                        for (y, &v) in out.iter_mut().zip(row) {
+                            *y = v + b;
+                        }
+                    }
+                }
+            },
+        );
+}
+
+fn check(g: &Conv2dGeom) {
+    assert!(
+        applies(g),
+        "conv3x3: not a 3x3 stride-1 padding-1 convolution: {g:?}"
+    );
+    assert!(available(), "conv3x3: AVX-512F is not available");
+}
+
+// ANCHOR: conv3x3_forward
+/// `y[n,o,i,j] = bias[o] + Σ_{c,a,b} w[o,c,a,b] x[n,c,i+a-1,j+b-1]`; overwrites `y`. The
+/// contract of [`super::reference::conv2d_forward`] for 3×3, stride 1, padding 1.
+///
+/// # Panics
+/// If `g` is not such a convolution, if the CPU lacks AVX-512F ([`available`]), or on
+/// slice lengths that do not match `g`.
+pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    check(g);
+    assert_eq!(w.len(), g.w_len(), "conv3x3: weight length");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), g.c_out, "conv3x3: bias length");
+    }
+    let lay = Layout::new(g.h, g.w);
+    let (ci, co) = (g.c_in, g.c_out);
+    let wp = pack(co, ci, |o, c, t| w[(o * ci + c) * 9 + t]);
+    correlate(g.n, &lay, ci, co, x, &wp, bias, y);
+}
+// ANCHOR_END: conv3x3_forward
+
+/// Input gradient `dx[n,c,i,j] = Σ_{o,a,b} w[o,c,a,b] dy[n,o,i-a+1,j-b+1]`: the correlation of
+/// `dy` with the kernel transposed over channels and flipped (`t -> 8 - t`); overwrites `dx`.
+///
+/// # Panics
+/// As [`forward`].
+pub fn backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    check(g);
+    assert_eq!(w.len(), g.w_len(), "conv3x3: weight length");
+    let lay = Layout::new(g.h, g.w);
+    let (ci, co) = (g.c_in, g.c_out);
+    let wp = pack(ci, co, |c, o, t| w[(o * ci + c) * 9 + (8 - t)]);
+    correlate(g.n, &lay, co, ci, dy, &wp, None, dx);
+}
+
+/// `acc[m][t] += Σ_v dyf[m·ld + 16v ..] * xc[off_t + 16v ..]` lane-wise over `v < nvec`.
+///
+/// # Safety
+/// AVX-512F; `dyf` readable at `(M-1)·ld + 16·nvec`, `xc` at `off_8 + 16·nvec`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn wgrad_image<const M: usize>(
+    dyf: *const f32,
+    ld: usize,
+    xc: *const f32,
+    offs: &[usize; 9],
+    nvec: usize,
+    acc: &mut [[__m512; 9]; M],
+) {
+    let mut a = *acc;
+    for v in 0..nvec {
+        let mut d = [_mm512_setzero_ps(); M];
+        for (m, d) in d.iter_mut().enumerate() {
+            *d = _mm512_loadu_ps(dyf.add(m * ld + L * v));
+        }
+        for (t, &off) in offs.iter().enumerate() {
+            let xv = _mm512_loadu_ps(xc.add(off + L * v));
+            for m in 0..M {
+                a[m][t] = _mm512_fmadd_ps(d[m], xv, a[m][t]);
+            }
+        }
+    }
+    *acc = a;
+}
+
+/// The weight gradient of `M` output channels starting at `o0`, input channel `c`, over the
+/// images of a chunk: writes `part[((o0+m)·c_in + c)·9 + t]`.
+///
+/// # Safety
+/// AVX-512F; `dyf` and `xp` hold `imgs` images laid out as in [`backward_weight`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wgrad_block<const M: usize>(
+    lay: &Layout,
+    imgs: usize,
+    c_in: usize,
+    c_out: usize,
+    o0: usize,
+    c: usize,
+    dyf: &[f32],
+    xp: &[f32],
+    part: &mut [f32],
+) {
+    let ld = lay.qpad();
+    let offs = lay.offsets();
+    let mut acc = [[_mm512_setzero_ps(); 9]; M];
+    for i in 0..imgs {
+        let d = dyf.as_ptr().add((i * c_out + o0) * ld);
+        let x = xp.as_ptr().add(i * lay.padded_len(c_in) + c * lay.pl);
+        wgrad_image::<M>(d, ld, x, &offs, lay.nvec, &mut acc);
+    }
+    for (m, row) in acc.iter().enumerate() {
+        for (t, a) in row.iter().enumerate() {
+            part[((o0 + m) * c_in + c) * 9 + t] = _mm512_reduce_add_ps(*a);
+        }
+    }
+}
+
+/// Images per weight-gradient chunk: a function of the batch size alone (as in
+/// [`super::conv`]), so the order of the final sum over chunks is fixed.
+fn chunk_len(n: usize) -> usize {
+    const MAX_PARTIALS: usize = 16;
+    n.div_ceil(MAX_PARTIALS).max(1)
+}
+
+// ANCHOR: conv3x3_backward_weight
+/// Weight gradient `dw[o,c,a,b] = Σ_{n,i,j} dy[n,o,i,j] x[n,c,i+a-1,j+b-1]`; overwrites `dw`.
+/// The batch is cut into chunks of [`chunk_len`] images; each chunk's sums run over its
+/// images and positions in 16 lanes, are closed by a fixed tree, and the chunk partials are
+/// added in chunk order. (The bias gradient is [`super::bias_grad`].)
+///
+/// # Panics
+/// As [`forward`].
+pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    check(g);
+    assert_eq!(x.len(), g.x_len(), "conv3x3: input length");
+    assert_eq!(dy.len(), g.y_len(), "conv3x3: output-gradient length");
+    assert_eq!(dw.len(), g.w_len(), "conv3x3: weight-gradient length");
+    let lay = Layout::new(g.h, g.w);
+    let (n, ci, co, hw) = (g.n, g.c_in, g.c_out, g.h * g.w);
+    if n == 0 || hw == 0 {
+        dw.fill(0.0);
+        return;
+    }
+    let chunk = chunk_len(n);
+    let n_chunks = n.div_ceil(chunk);
+    let wl = dw.len();
+    let mut partials = vec![0f32; wl * n_chunks];
+    let (xl, ql) = (lay.padded_len(ci), lay.qpad());
+    partials
+        .par_chunks_mut(wl)
+        .enumerate()
+        .for_each(|(k, part)| {
+            let lo = k * chunk;
+            let imgs = chunk.min(n - lo);
+            // Padded inputs and flat output gradients (zero at the scratch positions).
+            let mut xp = vec![0f32; imgs * xl];
+            let mut dyf = vec![0f32; imgs * co * ql];
+            for i in 0..imgs {
+                let img = lo + i;
+                lay.pad(
+                    ci,
+                    &x[img * ci * hw..(img + 1) * ci * hw],
+                    &mut xp[i * xl..(i + 1) * xl],
+                );
+                for o in 0..co {
+                    let src = &dy[(img * co + o) * hw..(img * co + o + 1) * hw];
+                    let dst = &mut dyf[(i * co + o) * ql..(i * co + o + 1) * ql];
+                    for r in 0..lay.h {
+                        dst[r * lay.s..r * lay.s + lay.w]
+                            .copy_from_slice(&src[r * lay.w..(r + 1) * lay.w]);
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            for o0 in (0..co).step_by(MO) {
+                for c in 0..ci {
+                    // SAFETY: AVX-512F was checked by `check`; `dyf` has `imgs·co` planes of
+                    // `ql` floats and rows `o0 .. o0+M <= co`; `xp` has `imgs` buffers of
+                    // `padded_len(ci)` floats, whose slack covers the last tile's reads.
+                    unsafe {
+                        match co - o0 {
+                            1 => wgrad_block::<1>(&lay, imgs, ci, co, o0, c, &dyf, &xp, part),
+                            2 => wgrad_block::<2>(&lay, imgs, ci, co, o0, c, &dyf, &xp, part),
+                            _ => wgrad_block::<MO>(&lay, imgs, ci, co, o0, c, &dyf, &xp, part),
+                        }
+                    }
+                }
+            }
+        });
+    reduce_in_order(&partials, dw);
+}
+// ANCHOR_END: conv3x3_backward_weight
