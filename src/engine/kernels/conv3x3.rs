@@ -17,10 +17,9 @@
 //!
 //! - **Input gradient** = the same correlation of the padded `dy` with the kernel transposed
 //!   over channels and flipped: `dx[c, q] = Σ_o Σ_t w[o, c, 8-t] · dypad[o, q + off_t]`.
-//! - **Weight gradient**: `dw[o, c, t] = Σ_n Σ_q dyflat[n, o, q] · xpad[n, c, q + off_t]`, where
-//!   `dyflat` is `dy` laid out on the flat positions with zeros at the scratch positions (so
-//!   they add nothing). A `3 × 9` tile of `(o, t)` accumulates 16 lanes over the images of a
-//!   chunk and all `q`, then each lane vector is summed by a fixed tree.
+//! - **Weight gradient**: `dw[o, c, t] = Σ_n Σ_{i,j} dy[n, o, i, j] · xpad[n, c, i·S + j + off_t]`,
+//!   with 16 output channels in the lanes of a vector (from `dy` transposed to
+//!   position-major) and the input value broadcast: no horizontal sums, no scratch positions.
 //!
 //! Every sum runs in an order fixed by the shape, so results do not depend on the thread count.
 
@@ -36,8 +35,6 @@ use super::Conv2dGeom;
 const MR: usize = 8;
 /// Vectors of 16 flat positions per register tile (the last tile of a plane may be shorter).
 const NV: usize = 3;
-/// Output channels per register tile of the weight-gradient kernel.
-const MO: usize = 3;
 /// Lanes of an AVX-512 `f32` vector.
 const L: usize = 16;
 
@@ -315,72 +312,72 @@ pub fn backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     correlate(g.n, &lay, co, ci, dy, &wp, None, dx);
 }
 
-/// `acc[m][t] += Σ_v dyf[m·ld + 16v ..] * xc[off_t + 16v ..]` lane-wise over `v < nvec`.
+/// Adds one image's contribution to a `9 × OV` tile of the weight gradient, output
+/// channels in the lanes: `acc[t][v] += Σ_{i,j} dyt[(i·w + j)·ldo + 16v ..] ·
+/// xc[i·s + j + off_t]` (the second factor broadcast), positions in row-major order.
 ///
 /// # Safety
-/// AVX-512F; `dyf` readable at `(M-1)·ld + 16·nvec`, `xc` at `off_8 + 16·nvec`.
+/// AVX-512F; `dyt` readable at `(h·w - 1)·ldo + 16·OV`, `xc` at `(h-1)·s + w + off_8`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn wgrad_image<const M: usize>(
-    dyf: *const f32,
-    ld: usize,
+#[inline]
+unsafe fn wgrad_image<const OV: usize>(
+    lay: &Layout,
+    dyt: *const f32,
+    ldo: usize,
     xc: *const f32,
     offs: &[usize; 9],
-    nvec: usize,
-    acc: &mut [[__m512; 9]; M],
+    acc: &mut [[__m512; OV]; 9],
 ) {
     let mut a = *acc;
-    for v in 0..nvec {
-        let mut d = [_mm512_setzero_ps(); M];
-        for (m, d) in d.iter_mut().enumerate() {
-            *d = _mm512_loadu_ps(dyf.add(m * ld + L * v));
-        }
-        for (t, &off) in offs.iter().enumerate() {
-            let xv = _mm512_loadu_ps(xc.add(off + L * v));
-            for m in 0..M {
-                a[m][t] = _mm512_fmadd_ps(d[m], xv, a[m][t]);
+    for i in 0..lay.h {
+        for j in 0..lay.w {
+            let d_row = dyt.add((i * lay.w + j) * ldo);
+            let mut d = [_mm512_setzero_ps(); OV];
+            for (v, d) in d.iter_mut().enumerate() {
+                *d = _mm512_loadu_ps(d_row.add(L * v));
+            }
+            let xq = xc.add(i * lay.s + j);
+            for (t, &off) in offs.iter().enumerate() {
+                let xb = _mm512_set1_ps(*xq.add(off));
+                for (a, &d) in a[t].iter_mut().zip(&d) {
+                    *a = _mm512_fmadd_ps(xb, d, *a);
+                }
             }
         }
     }
     *acc = a;
 }
 
-/// The weight gradient of `M` output channels starting at `o0`, input channel `c`, over the
-/// images of a chunk: writes `part[((o0+m)·c_in + c)·9 + t]`.
+/// One image's weight gradient for the `16·OV` output channels from `o0` and input channel
+/// `c`, added lane-wise to `accm` (`9 × OV` vectors, tap-major), the running sum over the
+/// images of a chunk.
 ///
 /// # Safety
-/// AVX-512F; `dyf` and `xp` hold `imgs` images laid out as in [`backward_weight`].
+/// AVX-512F; `dyt` and `xc` laid out as in [`wgrad_image`], `o0 + 16·OV <= ldo`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn wgrad_block<const M: usize>(
+unsafe fn wgrad_block<const OV: usize>(
     lay: &Layout,
-    imgs: usize,
-    c_in: usize,
-    c_out: usize,
-    o0: usize,
-    c: usize,
-    dyf: &[f32],
-    xp: &[f32],
-    part: &mut [f32],
+    dyt: &[f32],
+    ldo: usize,
+    xc: &[f32],
+    accm: &mut [f32],
 ) {
-    let ld = lay.qpad();
+    debug_assert_eq!(accm.len(), 9 * OV * L);
     let offs = lay.offsets();
-    let mut acc = [[_mm512_setzero_ps(); 9]; M];
-    for i in 0..imgs {
-        let d = dyf.as_ptr().add((i * c_out + o0) * ld);
-        let x = xp.as_ptr().add(i * lay.padded_len(c_in) + c * lay.pl);
-        wgrad_image::<M>(d, ld, x, &offs, lay.nvec, &mut acc);
-    }
-    for (m, row) in acc.iter().enumerate() {
-        for (t, a) in row.iter().enumerate() {
-            part[((o0 + m) * c_in + c) * 9 + t] = _mm512_reduce_add_ps(*a);
+    let mut acc = [[_mm512_setzero_ps(); OV]; 9];
+    wgrad_image::<OV>(lay, dyt.as_ptr(), ldo, xc.as_ptr(), &offs, &mut acc);
+    for (t, row) in acc.iter().enumerate() {
+        for (v, a) in row.iter().enumerate() {
+            let m = accm.as_mut_ptr().add((t * OV + v) * L);
+            _mm512_storeu_ps(m, _mm512_add_ps(_mm512_loadu_ps(m), *a));
         }
     }
 }
 
-/// Images per weight-gradient chunk: a function of the batch size alone (as in
-/// [`super::conv`]), so the order of the final sum over chunks is fixed.
+/// Images per weight-gradient chunk: `n/16` rounded up (at most 16 partials), a function of
+/// the batch size alone, so the order of the final sum over chunks is fixed.
 fn chunk_len(n: usize) -> usize {
     const MAX_PARTIALS: usize = 16;
     n.div_ceil(MAX_PARTIALS).max(1)
@@ -388,9 +385,13 @@ fn chunk_len(n: usize) -> usize {
 
 // ANCHOR: conv3x3_backward_weight
 /// Weight gradient `dw[o,c,a,b] = Σ_{n,i,j} dy[n,o,i,j] x[n,c,i+a-1,j+b-1]`; overwrites `dw`.
-/// The batch is cut into chunks of [`chunk_len`] images; each chunk's sums run over its
-/// images and positions in 16 lanes, are closed by a fixed tree, and the chunk partials are
-/// added in chunk order. (The bias gradient is [`super::bias_grad`].)
+///
+/// The output gradient is transposed to `dyt[n, i·w+j, o]` (channels padded to a multiple
+/// of 16), so that 16 output channels share a vector: for every position, a tile of
+/// `9 taps × OV vectors` adds `x[c, tap] · dyt[position, o..o+16]`, the input value
+/// broadcast. The batch is cut into chunks of [`chunk_len`] images; each lane sums its
+/// chunk's images and positions in order, and the chunk partials are added in chunk order.
+/// (The bias gradient is [`super::bias_grad`].)
 ///
 /// # Panics
 /// As [`forward`].
@@ -409,16 +410,17 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let n_chunks = n.div_ceil(chunk);
     let wl = dw.len();
     let mut partials = vec![0f32; wl * n_chunks];
-    let (xl, ql) = (lay.padded_len(ci), lay.qpad());
+    let xl = lay.padded_len(ci);
+    let ldo = co.div_ceil(L) * L;
     partials
         .par_chunks_mut(wl)
         .enumerate()
         .for_each(|(k, part)| {
             let lo = k * chunk;
             let imgs = chunk.min(n - lo);
-            // Padded inputs and flat output gradients (zero at the scratch positions).
+            // Padded inputs and transposed output gradients (zero in the padding channels).
             let mut xp = vec![0f32; imgs * xl];
-            let mut dyf = vec![0f32; imgs * co * ql];
+            let mut dyt = vec![0f32; imgs * hw * ldo];
             for i in 0..imgs {
                 let img = lo + i;
                 lay.pad(
@@ -426,26 +428,64 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                     &x[img * ci * hw..(img + 1) * ci * hw],
                     &mut xp[i * xl..(i + 1) * xl],
                 );
-                for o in 0..co {
-                    let src = &dy[(img * co + o) * hw..(img * co + o + 1) * hw];
-                    let dst = &mut dyf[(i * co + o) * ql..(i * co + o + 1) * ql];
-                    for r in 0..lay.h {
-                        dst[r * lay.s..r * lay.s + lay.w]
-                            .copy_from_slice(&src[r * lay.w..(r + 1) * lay.w]);
+                let src = &dy[img * co * hw..(img + 1) * co * hw];
+                let dst = &mut dyt[i * hw * ldo..(i + 1) * hw * ldo];
+                // Blocks of 32 positions, so that the rows written stay in L1.
+                for p0 in (0..hw).step_by(32) {
+                    let p1 = (p0 + 32).min(hw);
+                    for (o, plane) in src.chunks_exact(hw).enumerate() {
+                        for (p, &v) in (p0..p1).zip(&plane[p0..p1]) {
+                            dst[p * ldo + o] = v;
+                        }
                     }
                 }
             }
+            // Blocks of output-channel vectors: 4 splits as 2 + 2, else 3s then the rest.
+            let mut blocks = vec![];
+            let mut o0 = 0;
+            while o0 < ldo {
+                let nv = match (ldo - o0) / L {
+                    4 => 2,
+                    r => r.min(3),
+                };
+                blocks.push((o0, nv));
+                o0 += nv * L;
+            }
+            // Lane-wise running sums over the chunk: per input channel, per block, 9 taps
+            // times the block's vectors, i.e. `9·ldo` floats per input channel.
+            let mut accm = vec![0f32; ci * 9 * ldo];
             #[cfg(target_arch = "x86_64")]
-            for o0 in (0..co).step_by(MO) {
+            for i in 0..imgs {
+                let dyi = &dyt[i * hw * ldo..(i + 1) * hw * ldo];
                 for c in 0..ci {
-                    // SAFETY: AVX-512F was checked by `check`; `dyf` has `imgs·co` planes of
-                    // `ql` floats and rows `o0 .. o0+M <= co`; `xp` has `imgs` buffers of
-                    // `padded_len(ci)` floats, whose slack covers the last tile's reads.
-                    unsafe {
-                        match co - o0 {
-                            1 => wgrad_block::<1>(&lay, imgs, ci, co, o0, c, &dyf, &xp, part),
-                            2 => wgrad_block::<2>(&lay, imgs, ci, co, o0, c, &dyf, &xp, part),
-                            _ => wgrad_block::<MO>(&lay, imgs, ci, co, o0, c, &dyf, &xp, part),
+                    let xc = &xp[i * xl + c * lay.pl..i * xl + (c + 1) * lay.pl];
+                    for &(o0, nv) in &blocks {
+                        let am = &mut accm[c * 9 * ldo + 9 * o0..c * 9 * ldo + 9 * (o0 + nv * L)];
+                        let d = &dyi[o0..];
+                        // SAFETY: AVX-512F was checked by `check`; the rows of `d` are `ldo`
+                        // apart and the block's vectors end at `o0 + 16·nv <= ldo`; reads of
+                        // `xc` stay inside the plane (largest index `(h+1)·s + w + 1 < pl`).
+                        unsafe {
+                            match nv {
+                                1 => wgrad_block::<1>(&lay, d, ldo, xc, am),
+                                2 => wgrad_block::<2>(&lay, d, ldo, xc, am),
+                                _ => wgrad_block::<3>(&lay, d, ldo, xc, am),
+                            }
+                        }
+                    }
+                }
+            }
+            for c in 0..ci {
+                for &(o0, nv) in &blocks {
+                    let am = &accm[c * 9 * ldo + 9 * o0..];
+                    for t in 0..9 {
+                        for v in 0..nv {
+                            for l in 0..L {
+                                let o = o0 + L * v + l;
+                                if o < co {
+                                    part[(o * ci + c) * 9 + t] = am[(t * nv + v) * L + l];
+                                }
+                            }
                         }
                     }
                 }
