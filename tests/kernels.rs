@@ -693,6 +693,26 @@ fn exp_f32_is_within_4_eps_of_exp() {
     );
 }
 
+/// Outside the sweep: NaN stays NaN (training's divergence check relies on it, and the
+/// vectorised integer conversion must not turn it into a number), the clamp gives
+/// `e^-87` and `e^88` for the infinities, and a NaN among finite inputs of a SiLU slice
+/// poisons only its own output.
+#[test]
+fn exp_f32_propagates_nan_and_clamps_infinities() {
+    use scoresde::engine::element::exp_f32;
+    assert!(exp_f32(f32::NAN).is_nan());
+    assert_eq!(exp_f32(f32::NEG_INFINITY), exp_f32(-87.0));
+    assert_eq!(exp_f32(f32::INFINITY), exp_f32(88.0));
+    assert!(exp_f32(88.0).is_finite() && exp_f32(-87.0) > 0.0);
+    let mut x = vec![0.5f32; 37];
+    x[20] = f32::NAN;
+    let mut y = vec![0f32; 37];
+    kernels::silu_forward(&x, &mut y);
+    for (i, v) in y.iter().enumerate() {
+        assert_eq!(v.is_nan(), i == 20, "silu output {i} = {v}");
+    }
+}
+
 /// The twin: the same sweep rejects a degree-5 polynomial (truncation (ln2/2)^6/6! ≈ 2.4e-6
 /// relative, 20 ε), so the 4 ε bound discriminates.
 #[test]
