@@ -152,6 +152,7 @@ pub fn exp_f32(x: f32) -> f32 {
     // `n` lies in [-126, 127] unless `x` is NaN; the min/max map NaN to an in-range value
     // (the NaN still propagates through `r`), so the unchecked conversion, which unlike
     // `as` keeps the loop vectorised, is always in range.
+    #[allow(clippy::manual_clamp)] // clamp would keep the NaN
     let n_int = n.max(-127.0).min(127.0);
     // SAFETY: `n_int` is finite and within i32 (see above).
     let scale = f32::from_bits(((unsafe { n_int.to_int_unchecked::<i32>() } + 127) as u32) << 23);
