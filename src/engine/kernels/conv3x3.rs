@@ -412,56 +412,49 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let mut partials = vec![0f32; wl * n_chunks];
     let xl = lay.padded_len(ci);
     let ldo = co.div_ceil(L) * L;
-    partials
-        .par_chunks_mut(wl)
-        .enumerate()
-        .for_each(|(k, part)| {
+    // Blocks of output-channel vectors: 4 splits as 2 + 2, else 3s then the rest.
+    let mut blocks = vec![];
+    let mut o0 = 0;
+    while o0 < ldo {
+        let nv = match (ldo - o0) / L {
+            4 => 2,
+            r => r.min(3),
+        };
+        blocks.push((o0, nv));
+        o0 += nv * L;
+    }
+    partials.par_chunks_mut(wl).enumerate().for_each_init(
+        // One image's padded input and transposed output gradient (zero in the padding
+        // channels, which are never written), and the chunk's lane-wise running sums: per
+        // input channel, per block, 9 taps times the block's vectors (`9·ldo` floats).
+        || {
+            (
+                vec![0f32; xl],
+                vec![0f32; hw * ldo],
+                vec![0f32; ci * 9 * ldo],
+            )
+        },
+        |(xp, dyt, accm), (k, part)| {
             let lo = k * chunk;
-            let imgs = chunk.min(n - lo);
-            // Padded inputs and transposed output gradients (zero in the padding channels).
-            let mut xp = vec![0f32; imgs * xl];
-            let mut dyt = vec![0f32; imgs * hw * ldo];
-            for i in 0..imgs {
-                let img = lo + i;
-                lay.pad(
-                    ci,
-                    &x[img * ci * hw..(img + 1) * ci * hw],
-                    &mut xp[i * xl..(i + 1) * xl],
-                );
+            accm.fill(0.0);
+            for img in lo..(lo + chunk).min(n) {
+                lay.pad(ci, &x[img * ci * hw..(img + 1) * ci * hw], xp);
                 let src = &dy[img * co * hw..(img + 1) * co * hw];
-                let dst = &mut dyt[i * hw * ldo..(i + 1) * hw * ldo];
                 // Blocks of 32 positions, so that the rows written stay in L1.
                 for p0 in (0..hw).step_by(32) {
                     let p1 = (p0 + 32).min(hw);
                     for (o, plane) in src.chunks_exact(hw).enumerate() {
                         for (p, &v) in (p0..p1).zip(&plane[p0..p1]) {
-                            dst[p * ldo + o] = v;
+                            dyt[p * ldo + o] = v;
                         }
                     }
                 }
-            }
-            // Blocks of output-channel vectors: 4 splits as 2 + 2, else 3s then the rest.
-            let mut blocks = vec![];
-            let mut o0 = 0;
-            while o0 < ldo {
-                let nv = match (ldo - o0) / L {
-                    4 => 2,
-                    r => r.min(3),
-                };
-                blocks.push((o0, nv));
-                o0 += nv * L;
-            }
-            // Lane-wise running sums over the chunk: per input channel, per block, 9 taps
-            // times the block's vectors, i.e. `9·ldo` floats per input channel.
-            let mut accm = vec![0f32; ci * 9 * ldo];
-            #[cfg(target_arch = "x86_64")]
-            for i in 0..imgs {
-                let dyi = &dyt[i * hw * ldo..(i + 1) * hw * ldo];
+                #[cfg(target_arch = "x86_64")]
                 for c in 0..ci {
-                    let xc = &xp[i * xl + c * lay.pl..i * xl + (c + 1) * lay.pl];
+                    let xc = &xp[c * lay.pl..(c + 1) * lay.pl];
                     for &(o0, nv) in &blocks {
                         let am = &mut accm[c * 9 * ldo + 9 * o0..c * 9 * ldo + 9 * (o0 + nv * L)];
-                        let d = &dyi[o0..];
+                        let d = &dyt[o0..];
                         // SAFETY: AVX-512F was checked by `check`; the rows of `d` are `ldo`
                         // apart and the block's vectors end at `o0 + 16·nv <= ldo`; reads of
                         // `xc` stay inside the plane (largest index `(h+1)·s + w + 1 < pl`).
@@ -490,7 +483,8 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                     }
                 }
             }
-        });
+        },
+    );
     reduce_in_order(&partials, dw);
 }
 // ANCHOR_END: conv3x3_backward_weight
