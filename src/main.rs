@@ -148,6 +148,7 @@ enum ScheduleKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    scoresde::engine::allocator::keep_freed_memory();
     let result = match cli.command {
         Command::Demo {
             samples,
