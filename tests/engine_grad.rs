@@ -265,7 +265,8 @@ proptest! {
         check(seed, vec![x, w, bias], &|g, x| g.linear(&x[0], &x[1], Some(&x[2])).unwrap());
     }
 
-    /// conv2d with random kernel size, stride and padding, with and without bias.
+    /// conv2d with random kernel size, stride and padding, without bias, with a bias per
+    /// channel and with one per image and channel.
     #[test]
     fn conv2d_matches_finite_differences(seed in any::<u64>(), n in 1usize..3, ci in 1usize..3, co in 1usize..3, h in 3usize..6, w in 3usize..6, k in 1usize..4, stride in 1usize..3, pad in 0usize..2) {
         let mut r = rng::seeded(seed);
@@ -273,7 +274,10 @@ proptest! {
         let wt = rand_array(&mut r, &[co, ci, k, k], -1.0, 1.0);
         let b = rand_array(&mut r, &[co], -1.0, 1.0);
         check(seed, vec![x.clone(), wt.clone(), b], &move |g, x| g.conv2d(&x[0], &x[1], Some(&x[2]), stride, pad).unwrap());
-        check(seed, vec![x, wt], &move |g, x| g.conv2d(&x[0], &x[1], None, stride, pad).unwrap());
+        check(seed, vec![x.clone(), wt.clone()], &move |g, x| g.conv2d(&x[0], &x[1], None, stride, pad).unwrap());
+        // A bias per image and channel `[N, C_out]` (the folded time embedding).
+        let bn = rand_array(&mut r, &[n, co], -1.0, 1.0);
+        check(seed, vec![x, wt, bn], &move |g, x| g.conv2d(&x[0], &x[1], Some(&x[2]), stride, pad).unwrap());
     }
 
     /// Nearest upsampling ×2 and 2×2 average pooling.

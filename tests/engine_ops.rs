@@ -439,6 +439,26 @@ fn bad_shapes_and_parameters_are_typed_errors() {
     let x4 = Tensor::<f64>::zeros(&[1, 2, 3, 3]);
     let w4 = Tensor::<f64>::zeros(&[1, 3, 3, 3]);
     assert!(shape(g.conv2d(&x4, &w4, None, 1, 0)));
+    // A bias must be [C_out] or [N, C_out]: [C_out, N] and [N+1, C_out] are rejected.
+    let x2 = Tensor::<f64>::zeros(&[2, 3, 3, 3]);
+    let w1 = Tensor::<f64>::zeros(&[4, 3, 1, 1]);
+    assert!(g
+        .conv2d(&x2, &w1, Some(&Tensor::zeros(&[2, 4])), 1, 0)
+        .is_ok());
+    assert!(shape(g.conv2d(
+        &x2,
+        &w1,
+        Some(&Tensor::zeros(&[4, 2])),
+        1,
+        0
+    )));
+    assert!(shape(g.conv2d(
+        &x2,
+        &w1,
+        Some(&Tensor::zeros(&[3, 4])),
+        1,
+        0
+    )));
     assert!(shape(g.avg_pool2x2(&x4)));
     let c2 = Tensor::<f64>::zeros(&[2]);
     assert!(shape(g.group_norm(&x4, 3, &c2, &c2, 1e-5)));

@@ -275,6 +275,50 @@ fn conv_batched_small_images_match_reference() {
     }
 }
 
+/// A bias per image and channel (`n·c_out` values, [`kernels::bias_at`]): the reference adds
+/// `b[n, o]` to plane `(n, o)` (checked against the bias-free reference plus the planes added
+/// by hand, to the rounding bound), and the direct 3×3, strided, 1×1 and batched small-image paths agree
+/// with it to the forward rounding bound, in f32 and f64.
+#[test]
+fn conv_per_image_bias_matches_reference() {
+    for g in [
+        Conv2dGeom::new(3, 5, 9, 7, 11, 3, 3, 1, 1).unwrap(),
+        Conv2dGeom::new(3, 5, 9, 7, 11, 3, 3, 2, 1).unwrap(),
+        Conv2dGeom::new(3, 5, 9, 7, 11, 1, 1, 1, 0).unwrap(),
+        Conv2dGeom::new(13, 8, 7, 7, 8, 3, 3, 2, 1).unwrap(),
+    ] {
+        let c = ConvCase::new(&g, 5);
+        let bn = as_f32(&random_vec(g.n * g.c_out, 9)).1;
+        let pp = g.h_out() * g.w_out();
+        let mut want = vec![0.0; g.y_len()];
+        reference::conv2d_forward(&g, &c.x, &c.w, None, &mut want);
+        for (k, plane) in want.chunks_exact_mut(pp).enumerate() {
+            plane.iter_mut().for_each(|v| *v += bn[k]);
+        }
+        let mut y = vec![0.0; g.y_len()];
+        reference::conv2d_forward(&g, &c.x, &c.w, Some(&bn), &mut y);
+        let mut s = vec![0.0; g.y_len()];
+        reference::conv2d_forward(&g, &abs(&c.x), &abs(&c.w), Some(&abs(&bn)), &mut s);
+        let k = (g.c_in * g.kh * g.kw + 1) as f64;
+        // Same terms, the bias added first instead of last: within the f64 bound.
+        assert_within(
+            "reference per-image bias",
+            &y,
+            &want,
+            &s,
+            2.0 * k,
+            f64::EPSILON,
+        );
+        let f = |v: &[f64]| as_f32(v).0;
+        let mut got = vec![0f32; g.y_len()];
+        kernels::conv2d_forward(&g, &f(&c.x), &f(&c.w), Some(&f(&bn)), &mut got);
+        assert_within("per-image bias f32", &got, &y, &s, k, tf(f32::EPSILON));
+        let mut got = vec![0f64; g.y_len()];
+        kernels::conv2d_forward(&g, &c.x, &c.w, Some(&bn), &mut got);
+        assert_within("per-image bias f64", &got, &y, &s, 2.0 * k, f64::EPSILON);
+    }
+}
+
 /// The comparison above has teeth: a "convolution" that flips the kernel (true convolution
 /// instead of the cross-correlation that PyTorch and the reference compute) is rejected.
 #[test]

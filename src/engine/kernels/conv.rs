@@ -172,7 +172,7 @@ pub fn conv2d_forward_gemm<E: Element>(
 ) {
     check(g, x.len(), w.len(), y.len());
     if let Some(b) = bias {
-        assert_eq!(b.len(), g.c_out, "conv2d: bias length");
+        super::check_bias_len(b.len(), g.n, g.c_out);
     }
     let kk = g.c_in * g.kh * g.kw;
     let pp = g.h_out() * g.w_out();
@@ -183,15 +183,17 @@ pub fn conv2d_forward_gemm<E: Element>(
     let gi = images_per_gemm(g);
     y.par_chunks_mut(y_img * gi)
         .zip(x.par_chunks((x_img * gi).max(1)))
+        .enumerate()
         .for_each_init(
             || (Vec::new(), Vec::new()),
-            |(col, out), (yc, xc)| {
+            |(col, out), (ci, (yc, xc))| {
                 let imgs = yc.len() / y_img;
+                let img0 = ci * gi;
                 if imgs == 1 {
                     let beta = match bias {
                         Some(b) => {
-                            for (row, &bo) in yc.chunks_exact_mut(pp).zip(b) {
-                                row.fill(bo);
+                            for (o, row) in yc.chunks_exact_mut(pp).enumerate() {
+                                row.fill(super::bias_at(b, g.c_out, img0, o));
                             }
                             E::one()
                         }
@@ -217,7 +219,7 @@ pub fn conv2d_forward_gemm<E: Element>(
                 gemm_serial(g.c_out, kk, cols, w, false, col, false, E::zero(), out);
                 for i in 0..imgs {
                     for o in 0..g.c_out {
-                        let b = bias.map_or(E::zero(), |b| b[o]);
+                        let b = bias.map_or(E::zero(), |b| super::bias_at(b, g.c_out, img0 + i, o));
                         let src = &out[o * cols + i * pp..o * cols + (i + 1) * pp];
                         let dst = &mut yc[(i * g.c_out + o) * pp..(i * g.c_out + o + 1) * pp];
                         for (d, &v) in dst.iter_mut().zip(src) {
@@ -373,6 +375,7 @@ pub fn uses_direct<E: Element>(g: &Conv2dGeom) -> bool {
 }
 
 /// `y[n,o,i,j] = bias[o] + Σ_{c,a,b} w[o,c,a,b] x[n,c,i·s+a-p,j·s+b-p]`; overwrites `y`.
+/// The bias is per channel or per image and channel ([`super::bias_at`]).
 /// Same contract as [`super::reference::conv2d_forward`]: [`conv3x3::forward`] where
 /// [`uses_direct`], else [`conv2d_forward_gemm`].
 pub fn conv2d_forward<E: Element>(

@@ -221,7 +221,8 @@ fn correlate_image(
 }
 
 /// Correlates `n` images of `k_in` planes (`src`, NCHW) into `k_out` planes (`dst`, NCHW,
-/// overwritten), `dst[o] = bias[o] + Σ_c Σ_t wp(o, c, t) src[c] shifted by tap t`, one image
+/// overwritten), `dst[o] = bias[o] + Σ_c Σ_t wp(o, c, t) src[c] shifted by tap t` (bias per
+/// channel or per image and channel, [`super::bias_at`]), one image
 /// per rayon task.
 #[allow(clippy::too_many_arguments)]
 fn correlate(
@@ -244,6 +245,7 @@ fn correlate(
     let rows = k_out.div_ceil(MR) * MR;
     dst.par_chunks_mut(out_img)
         .zip(src.par_chunks(in_img.max(1)))
+        .enumerate()
         .for_each_init(
             || {
                 (
@@ -251,12 +253,12 @@ fn correlate(
                     vec![0f32; rows * lay.qpad()],
                 )
             },
-            |(xp, tmp), (d, s)| {
+            |(xp, tmp), (img, (d, s))| {
                 lay.pad(k_in, s, xp);
                 #[cfg(target_arch = "x86_64")]
                 correlate_image(lay, k_in, k_out, xp, wp, tmp);
                 for o in 0..k_out {
-                    let b = bias.map_or(0.0, |b| b[o]);
+                    let b = bias.map_or(0.0, |b| super::bias_at(b, k_out, img, o));
                     let plane = &tmp[o * lay.qpad()..];
                     for i in 0..lay.h {
                         let row = &plane[i * lay.s..i * lay.s + lay.w];
@@ -289,7 +291,7 @@ pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &m
     check(g);
     assert_eq!(w.len(), g.w_len(), "conv3x3: weight length");
     if let Some(b) = bias {
-        assert_eq!(b.len(), g.c_out, "conv3x3: bias length");
+        super::check_bias_len(b.len(), g.n, g.c_out);
     }
     let lay = Layout::new(g.h, g.w);
     let (ci, co) = (g.c_in, g.c_out);

@@ -20,6 +20,27 @@ pub use upsample::{upsample_nearest2x_backward, upsample_nearest2x_forward};
 
 use crate::error::{Error, Result};
 
+/// The bias of output channel `o` in image `img`. A convolution's bias holds one value per
+/// output channel (`c_out` values) or one per image and output channel (`n·c_out`,
+/// image-major; for example a per-image time embedding folded into the bias). With one image
+/// the two layouts coincide.
+#[inline]
+pub fn bias_at<E: Copy>(bias: &[E], c_out: usize, img: usize, o: usize) -> E {
+    if bias.len() == c_out {
+        bias[o]
+    } else {
+        bias[img * c_out + o]
+    }
+}
+
+/// Panics unless `len` is a valid bias length for [`bias_at`]: `c_out` or `n·c_out`.
+pub fn check_bias_len(len: usize, n: usize, c_out: usize) {
+    assert!(
+        len == c_out || len == n * c_out,
+        "conv2d: bias length {len}, expected {c_out} or {n}x{c_out}"
+    );
+}
+
 /// Geometry of a 2-D convolution: input `n × c_in × h × w`, weight `c_out × c_in × kh × kw`,
 /// symmetric zero padding `pad`, equal `stride` in both directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

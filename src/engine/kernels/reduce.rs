@@ -49,6 +49,19 @@ pub fn bias_grad<E: Element>(dy: &[E], n: usize, c: usize, hw: usize, db: &mut [
 }
 // ANCHOR_END: bias_grad
 
+/// `out[k] = Σ x[k·len .. (k+1)·len]` for each plane `k` ([`slice_sum`] order), planes in
+/// parallel: the gradient of a bias held per image and channel.
+pub fn plane_sums<E: Element>(x: &[E], len: usize, out: &mut [E]) {
+    assert_eq!(x.len(), len * out.len(), "plane_sums: lengths");
+    if len == 0 {
+        out.fill(E::zero());
+        return;
+    }
+    out.par_iter_mut()
+        .zip(x.par_chunks(len))
+        .for_each(|(o, p)| *o = slice_sum(p));
+}
+
 /// `out[i] = ((p_0[i] + p_1[i]) + p_2[i]) + …` for partials `p_k` of length `out.len()` laid
 /// end to end in `partials`; split over elements (never over partials), so every sum has a
 /// fixed order.

@@ -11,6 +11,7 @@ fn src(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usi
 }
 
 /// `y[n,o,i,j] = bias[o] + sum_{c,a,b} w[o,c,a,b] x[n,c,i*s+a-p,j*s+b-p]`; overwrites `y`.
+/// `bias` is per channel (`c_out`) or per image and channel (`n·c_out`): [`super::bias_at`].
 pub fn conv2d_forward<E: Element>(
     g: &Conv2dGeom,
     x: &[E],
@@ -21,12 +22,15 @@ pub fn conv2d_forward<E: Element>(
     assert_eq!(x.len(), g.x_len());
     assert_eq!(w.len(), g.w_len());
     assert_eq!(y.len(), g.y_len());
+    if let Some(b) = bias {
+        super::check_bias_len(b.len(), g.n, g.c_out);
+    }
     let (ho, wo) = (g.h_out(), g.w_out());
     for n in 0..g.n {
         for o in 0..g.c_out {
             for i in 0..ho {
                 for j in 0..wo {
-                    let mut acc = bias.map_or(E::zero(), |b| b[o]);
+                    let mut acc = bias.map_or(E::zero(), |b| super::bias_at(b, g.c_out, n, o));
                     for c in 0..g.c_in {
                         for a in 0..g.kh {
                             let Some(r) = src(i, a, g.stride, g.pad, g.h) else {

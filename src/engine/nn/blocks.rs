@@ -118,12 +118,10 @@ impl ResBlock {
         temb: &Tensor<E>,
     ) -> Result<Tensor<E>> {
         let r = self.norm1.forward_silu(g, store, h)?;
-        let r = self.conv1.forward(g, store, &r)?;
         let te = g.silu(temb);
         let te = self.temb_proj.forward(g, store, &te)?;
-        let (b, c) = (te.shape()[0], te.shape()[1]);
-        let te = g.reshape(&te, &[b, c, 1, 1])?;
-        let r = g.add(&r, &te)?;
+        // conv1(r) + te[:, :, None, None], the embedding folded into conv1's bias.
+        let r = self.conv1.forward_shifted(g, store, &r, &te)?;
         let r = self.norm2.forward_silu(g, store, &r)?;
         let r = self.conv2.forward(g, store, &r)?;
         let s = match &self.skip {

@@ -162,6 +162,22 @@ impl Conv2d {
         let b = g.param(store, self.bias);
         g.conv2d(x, &w, Some(&b), self.stride, self.pad)
     }
+
+    /// `conv(x) + shift[:, :, None, None]` for a per-image shift `[N, C_out]`, computed as
+    /// one convolution whose bias is `bias + shift` (per image): the same sum as adding the
+    /// broadcast shift to the output, without a pass over the output.
+    pub fn forward_shifted<E: Element>(
+        &self,
+        g: &mut Graph<E>,
+        store: &ParamStore<E>,
+        x: &Tensor<E>,
+        shift: &Tensor<E>,
+    ) -> Result<Tensor<E>> {
+        let w = g.param(store, self.weight);
+        let b = g.param(store, self.bias);
+        let b = g.add(shift, &b)?;
+        g.conv2d(x, &w, Some(&b), self.stride, self.pad)
+    }
 }
 
 /// Group normalisation with a per-channel affine map (PyTorch `nn.GroupNorm`, affine):

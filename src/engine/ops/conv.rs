@@ -21,6 +21,8 @@ struct Conv2dBack<E: Element> {
     x: Arc<ArrayD<E>>,
     w: Arc<ArrayD<E>>,
     has_bias: bool,
+    /// `[C_out]`, or `[N, C_out]` for a bias per image.
+    bias_shape: Vec<usize>,
 }
 
 impl<E: Element> Backward<E> for Conv2dBack<E> {
@@ -33,22 +35,26 @@ impl<E: Element> Backward<E> for Conv2dBack<E> {
             ArrayD::from_shape_vec(self.x.raw_dim(), dx).unwrap()
         });
         let want_b = self.has_bias && needs[2];
-        let (dw, db) = if needs[1] || want_b {
+        // A per-image bias `[N, C_out]` has the plane sums of `dy` as its gradient.
+        let per_image = self.bias_shape.len() == 2;
+        let mut db = vec![E::zero(); if per_image { geom.n } else { 1 } * geom.c_out];
+        if want_b && per_image {
+            kernels::reduce::plane_sums(dy, geom.h_out() * geom.w_out(), &mut db);
+        }
+        let dw = if needs[1] || (want_b && !per_image) {
             let mut dw = vec![E::zero(); geom.w_len()];
-            let mut db = vec![E::zero(); geom.c_out];
             kernels::conv2d_backward_weight(
                 geom,
                 self.x.as_slice().unwrap(),
                 dy,
                 &mut dw,
-                want_b.then_some(&mut db[..]),
+                (want_b && !per_image).then_some(&mut db[..]),
             );
-            let dw = needs[1].then(|| ArrayD::from_shape_vec(self.w.raw_dim(), dw).unwrap());
-            let db = want_b.then(|| ArrayD::from_shape_vec(IxDyn(&[geom.c_out]), db).unwrap());
-            (dw, db)
+            needs[1].then(|| ArrayD::from_shape_vec(self.w.raw_dim(), dw).unwrap())
         } else {
-            (None, None)
+            None
         };
+        let db = want_b.then(|| ArrayD::from_shape_vec(IxDyn(&self.bias_shape), db).unwrap());
         let mut out = vec![dx, dw];
         if self.has_bias {
             out.push(db);
@@ -59,8 +65,9 @@ impl<E: Element> Backward<E> for Conv2dBack<E> {
 
 impl<E: Element> Graph<E> {
     /// 2-D convolution (cross-correlation, as in PyTorch): `x` is `N×C_in×H×W`, `w` is
-    /// `C_out×C_in×kh×kw`, `bias` is `[C_out]`, zero padding `pad` on every side, `stride`
-    /// in both directions.
+    /// `C_out×C_in×kh×kw`, `bias` is `[C_out]` or, for a bias that differs between images
+    /// (a time embedding folded in), `[N, C_out]`; zero padding `pad` on every side,
+    /// `stride` in both directions.
     pub fn conv2d(
         &mut self,
         x: &Tensor<E>,
@@ -90,9 +97,10 @@ impl<E: Element> Graph<E> {
             )));
         }
         if let Some(b) = bias {
-            if b.shape() != [c_out] {
+            if b.shape() != [c_out] && b.shape() != [n, c_out] {
                 return Err(Error::Shape(format!(
-                    "conv2d: bias {:?} for {c_out} output channels",
+                    "conv2d: bias {:?} for {c_out} output channels and {n} images \
+                     (expected [{c_out}] or [{n}, {c_out}])",
                     b.shape()
                 )));
             }
@@ -122,6 +130,7 @@ impl<E: Element> Graph<E> {
             x: Arc::clone(&x.value),
             w: Arc::clone(&w.value),
             has_bias: bias.is_some(),
+            bias_shape: bias.map_or(vec![], |b| b.shape().to_vec()),
         };
         Ok(match bias {
             Some(b) => self.record(y, &[x, w, b], Box::new(rule)),
