@@ -30,19 +30,19 @@ impl<E: Element> Backward<E> for Conv2dBack<E> {
         let geom = &self.geom;
         let dy = g.as_slice().unwrap();
         let dx = needs[0].then(|| {
-            let mut dx = vec![E::zero(); geom.x_len()];
+            let mut dx = crate::engine::par::zeros(geom.x_len());
             kernels::conv2d_backward_input(geom, dy, self.w.as_slice().unwrap(), &mut dx);
             ArrayD::from_shape_vec(self.x.raw_dim(), dx).unwrap()
         });
         let want_b = self.has_bias && needs[2];
         // A per-image bias `[N, C_out]` has the plane sums of `dy` as its gradient.
         let per_image = self.bias_shape.len() == 2;
-        let mut db = vec![E::zero(); if per_image { geom.n } else { 1 } * geom.c_out];
+        let mut db = crate::engine::par::zeros(if per_image { geom.n } else { 1 } * geom.c_out);
         if want_b && per_image {
             kernels::reduce::plane_sums(dy, geom.h_out() * geom.w_out(), &mut db);
         }
         let dw = if needs[1] || (want_b && !per_image) {
-            let mut dw = vec![E::zero(); geom.w_len()];
+            let mut dw = crate::engine::par::zeros(geom.w_len());
             kernels::conv2d_backward_weight(
                 geom,
                 self.x.as_slice().unwrap(),
@@ -116,7 +116,7 @@ impl<E: Element> Graph<E> {
             stride,
             pad,
         };
-        let mut y = vec![E::zero(); geom.y_len()];
+        let mut y = crate::engine::par::zeros(geom.y_len());
         kernels::conv2d_forward(
             &geom,
             x.as_slice(),
@@ -147,7 +147,7 @@ impl<E: Element> Graph<E> {
                 x.shape()
             )));
         };
-        let mut y = vec![E::zero(); n * c * 4 * h * w];
+        let mut y = crate::engine::par::zeros(n * c * 4 * h * w);
         let xs = x.as_slice();
         let plane = |(p, yp): (usize, &mut [E])| {
             let xp = &xs[p * h * w..(p + 1) * h * w];
@@ -204,7 +204,7 @@ impl<E: Element> Graph<E> {
 /// `scale` times the sum of each 2×2 block of `planes` planes of size `h × w`.
 fn pool_sum<E: Element>(x: &[E], planes: usize, h: usize, w: usize, scale: E) -> Vec<E> {
     let (ho, wo) = (h / 2, w / 2);
-    let mut y = vec![E::zero(); planes * ho * wo];
+    let mut y = crate::engine::par::zeros(planes * ho * wo);
     let plane = |(p, yp): (usize, &mut [E])| {
         let xp = &x[p * h * w..(p + 1) * h * w];
         for i in 0..ho {
@@ -240,7 +240,7 @@ impl<E: Element> Backward<E> for Pool2Back {
             pool_sum(gs, n * c, 2 * h, 2 * w, E::one())
         } else {
             let q = <E as Element>::from_f64(0.25);
-            let mut dx = vec![E::zero(); n * c * h * w];
+            let mut dx = crate::engine::par::zeros(n * c * h * w);
             let (ho, wo) = (h / 2, w / 2);
             for (p, dxp) in dx.chunks_mut(h * w).enumerate() {
                 for i in 0..h {

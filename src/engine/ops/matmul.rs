@@ -79,7 +79,7 @@ impl<E: Element> Backward<E> for MatmulBack<E> {
         let (a, b) = (self.a.as_slice().unwrap(), self.b.as_slice().unwrap());
         let gs = g.as_slice().unwrap();
         let ga = needs[0].then(|| {
-            let mut da = vec![E::zero(); bt * m * k];
+            let mut da = crate::engine::par::zeros(bt * m * k);
             if self.ta {
                 // A stored k×m: dA = op(B) dC^T.
                 batched_gemm(bt, k, n, m, b, self.tb, gs, true, &mut da);
@@ -90,7 +90,7 @@ impl<E: Element> Backward<E> for MatmulBack<E> {
             ArrayD::from_shape_vec(self.a.raw_dim(), da).unwrap()
         });
         let gb = needs[1].then(|| {
-            let mut db = vec![E::zero(); bt * k * n];
+            let mut db = crate::engine::par::zeros(bt * k * n);
             if self.tb {
                 // B stored n×k: dB = dC^T op(A).
                 batched_gemm(bt, n, m, k, gs, true, a, self.ta, &mut db);
@@ -131,7 +131,7 @@ impl<E: Element> Graph<E> {
         if a.ndim() != b.ndim() || ba != bb || k != k2 {
             return Err(err());
         }
-        let mut c = vec![E::zero(); ba * m * n];
+        let mut c = crate::engine::par::zeros(ba * m * n);
         batched_gemm(ba, m, k, n, a.as_slice(), ta, b.as_slice(), tb, &mut c);
         let shape: Vec<usize> = if a.ndim() == 2 {
             vec![m, n]

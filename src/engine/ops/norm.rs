@@ -31,8 +31,11 @@ struct GroupNormBack<E: Element> {
 impl<E: Element> Backward<E> for GroupNormBack<E> {
     fn backward(self: Box<Self>, dy: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>> {
         let g = &self.geom;
-        let mut dx = vec![E::zero(); g.len()];
-        let (mut dgamma, mut dbeta) = (vec![E::zero(); g.c], vec![E::zero(); g.c]);
+        let mut dx = crate::engine::par::zeros(g.len());
+        let (mut dgamma, mut dbeta) = (
+            crate::engine::par::zeros(g.c),
+            crate::engine::par::zeros(g.c),
+        );
         kernels::group_norm_backward(
             g,
             self.act,
@@ -126,10 +129,10 @@ impl<E: Element> Graph<E> {
             return Ok(self.record(y, &[x, gamma, beta], Box::new(rule)));
         }
         let geom = GroupNormGeom::new(n, c, hw, groups)?;
-        let mut y = vec![E::zero(); geom.len()];
+        let mut y = crate::engine::par::zeros(geom.len());
         let (mut mean, mut rstd) = (
-            vec![E::zero(); geom.stats_len()],
-            vec![E::zero(); geom.stats_len()],
+            crate::engine::par::zeros(geom.stats_len()),
+            crate::engine::par::zeros(geom.stats_len()),
         );
         kernels::group_norm_forward(
             &geom,

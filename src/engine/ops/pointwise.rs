@@ -152,7 +152,7 @@ struct SiluBack<E: Element> {
 
 impl<E: Element> Backward<E> for SiluBack<E> {
     fn backward(self: Box<Self>, g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
-        let mut dx = vec![E::zero(); g.len()];
+        let mut dx = crate::engine::par::zeros(g.len());
         kernels::silu_backward(self.x.as_slice().unwrap(), g.as_slice().unwrap(), &mut dx);
         vec![Some(ArrayD::from_shape_vec(g.raw_dim(), dx).unwrap())]
     }
@@ -195,7 +195,7 @@ fn map_block<E: Element>(
     inner: usize,
     f: impl Fn(E, E) -> E + Sync,
 ) -> Vec<E> {
-    let mut y = vec![E::zero(); a.len()];
+    let mut y = crate::engine::par::zeros(a.len());
     let row = |(o, (yo, ao)): (usize, (&mut [E], &[E]))| {
         let bv = b[o % mid];
         for (v, &x) in yo.iter_mut().zip(ao) {
@@ -223,7 +223,7 @@ fn map_block<E: Element>(
 /// [`block_broadcast`]: for each `k`, blocks in order of `o`, each run summed with
 /// [`slice_sum`] — a fixed order, whatever the thread count.
 fn reduce_block<E: Element>(g: &[E], outer: usize, mid: usize, inner: usize) -> Vec<E> {
-    let mut db = vec![E::zero(); mid];
+    let mut db = crate::engine::par::zeros(mid);
     if inner == 0 {
         return db;
     }
@@ -434,7 +434,7 @@ impl<E: Element> Graph<E> {
     /// [`crate::engine::kernels::activation`] (the same function as [`Unary::Silu`], with the
     /// branch-free `exp`).
     pub fn silu(&mut self, x: &Tensor<E>) -> Tensor<E> {
-        let mut y = vec![E::zero(); x.len()];
+        let mut y = crate::engine::par::zeros(x.len());
         kernels::silu_forward(x.as_slice(), &mut y);
         let y = ArrayD::from_shape_vec(x.value.raw_dim(), y).expect("same length");
         if !x.requires_grad() {

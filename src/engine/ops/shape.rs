@@ -57,7 +57,7 @@ impl<E: Element> Backward<E> for ConcatBack {
             let part = needs[i].then(|| {
                 let mut shape = g.shape().to_vec();
                 shape[self.axis] = s;
-                let mut v = vec![E::zero(); outer * s * inner];
+                let mut v = crate::engine::par::zeros(outer * s * inner);
                 let block = |(o, dst): (usize, &mut [E])| {
                     let src = o * total * inner + start * inner;
                     dst.copy_from_slice(&gs[src..src + s * inner]);
@@ -181,7 +181,7 @@ impl<E: Element> Graph<E> {
         let total: usize = xs.iter().map(|t| t.shape()[axis]).sum();
         let mut shape = first.shape().to_vec();
         shape[axis] = total;
-        let mut y = vec![E::zero(); outer * total * inner];
+        let mut y = crate::engine::par::zeros(outer * total * inner);
         let block = |(o, dst): (usize, &mut [E])| {
             let mut at = 0;
             for t in xs {
