@@ -227,8 +227,19 @@ fn correlate_image(
     assert_eq!(out.len(), blocks * MR * ld, "conv3x3: output buffer length");
     assert!(available(), "conv3x3: AVX-512F is not available");
     let offs = lay.offsets();
-    let full = lay.nvec / NV;
-    let rest = lay.nvec % NV;
+    // Tiles of NV = 3 vectors, the remainder as one tile of 2 or, instead of a lone vector
+    // (8 broadcasts for 8 FMAs), two tiles of 2 in place of the last 3 + 1.
+    let mut tiles = Vec::with_capacity(lay.nvec / NV + 2);
+    let (mut v, mut left) = (0, lay.nvec);
+    while left > 0 {
+        let nv = match left {
+            4 => 2,
+            l => l.min(NV),
+        };
+        tiles.push((v * L, nv));
+        v += nv;
+        left -= nv;
+    }
     for blk in 0..blocks {
         let wb = &wp[blk * k_in * 9 * MR..(blk + 1) * k_in * 9 * MR];
         let ob = &mut out[blk * MR * ld..(blk + 1) * MR * ld];
@@ -237,9 +248,7 @@ fn correlate_image(
         // writes `ob` up to `(MR-1)·ld + 16·nvec = MR·ld`, both within the lengths asserted.
         unsafe {
             let (x, w, o) = (xp.as_ptr(), wb.as_ptr(), ob.as_mut_ptr());
-            // Full tiles of NV vectors, then one of the remaining 1 or 2.
-            let tiles = (0..full).map(|tl| (tl * NV * L, NV));
-            for (v0, nv) in tiles.chain((rest > 0).then_some((full * NV * L, rest))) {
+            for &(v0, nv) in &tiles {
                 let (x, o) = (x.add(v0), o.add(v0));
                 match nv {
                     1 => tile::<1>(x, lay.pl, k_in, &offs, w, o, ld),
