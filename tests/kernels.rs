@@ -321,6 +321,16 @@ fn kernels_are_bit_identical_on_1_and_2_threads() {
             let mut bg = vec![0f32; 32];
             kernels::bias_grad(&dy, 5, 32, 49, &mut bg);
             out.extend([bits(&y), bits(&dx), bits(&dg), bits(&db), bits(&bg)]);
+            // Fused linear layer halves at a size that splits over rows and over columns.
+            let (rows, cols) = (600, 128);
+            let mut z = as_f32(&random_vec(rows * cols, 7)).0;
+            let bias = as_f32(&random_vec(cols, 8)).0;
+            let mut y = vec![0f32; rows * cols];
+            kernels::linear_act_forward(&mut z, Some(&mut y), cols, Some(&bias), Activation::Silu);
+            let mut g = as_f32(&random_vec(rows * cols, 9)).0;
+            let mut db = vec![0f32; cols];
+            kernels::linear_act_backward(Some(&z), &mut g, cols, Activation::Silu, Some(&mut db));
+            out.extend([bits(&z), bits(&y), bits(&g), bits(&db)]);
             out
         })
     };
@@ -726,5 +736,89 @@ proptest! {
             [bits(&y), bits(&mu), bits(&rs), bits(&dx), bits(&dg), bits(&db)]
         };
         prop_assert_eq!(run(true), run(false));
+    }
+}
+
+/// Rows × columns of a fused linear layer, sizes reaching both the serial and the parallel
+/// paths (the kernels split at 2^15 elements and 64 columns).
+fn linear_geom() -> impl Strategy<Value = (usize, usize, bool, bool)> {
+    (1usize..400, 1usize..140, any::<bool>(), any::<bool>())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The fused linear-layer halves against the reference. In f64 `exp_fast` is `exp`, and
+    /// fast and reference kernels evaluate the same formulas in the same order (the bias sum
+    /// is one running sum over rows in both), so they agree bit for bit, SIMD or not.
+    #[test]
+    fn linear_act_matches_reference_f64((rows, cols, silu, with_bias) in linear_geom(), seed in 0u64..1000) {
+        let act = if silu { Activation::Silu } else { Activation::Identity };
+        let z0 = random_vec(rows * cols, seed).iter().map(|v| 4.0 * v).collect::<Vec<_>>();
+        let bias = random_vec(cols, seed + 1);
+        let dy = random_vec(rows * cols, seed + 2);
+        let b = with_bias.then_some(&bias[..]);
+        let want = reference::linear_act_forward(&z0, cols, b, act);
+        let s: Vec<f64> = reference::linear_act_forward(&z0, cols, b, Activation::Identity);
+        let (want_dz, want_db) = reference::linear_act_backward(&s, &dy, cols, act);
+        for simd in [true, false] {
+            let mut z = z0.clone();
+            let mut y = vec![0.0; z.len()];
+            kernels::linear::linear_act_forward_with(&mut z, silu.then_some(&mut y[..]), cols, b, act, simd);
+            let got = if silu { &y } else { &z };
+            prop_assert_eq!(bits(got), bits(&want));
+            prop_assert_eq!(bits(&z), bits(&s));
+            let mut g = dy.clone();
+            let mut db = vec![0.0; cols];
+            kernels::linear::linear_act_backward_with(Some(&z), &mut g, cols, act, Some(&mut db), simd);
+            prop_assert_eq!(bits(&g), bits(&want_dz));
+            prop_assert_eq!(bits(&db), bits(&want_db));
+        }
+    }
+
+    /// In f32 the SIMD and portable variants agree bit for bit, and both are within rounding
+    /// bounds of the f64 reference on the same (f32) inputs. Forward: `fl(z + b)` is off by
+    /// `u|s|`, which SiLU (slope at most 1.1) carries over, plus the SiLU bound `12 ε (|s| + 1)`
+    /// of `silu_f32_variants_agree_and_match_f64`: at most `13 ε (|s| + 1)`. Backward: the
+    /// same test's bound `12 ε (|z| + 1) |dy|` per element, and the bias gradient within the sum
+    /// bound `2 K ε Σ|dz|` (K = rows) of the exact sum of the f32 `dz` it adds.
+    #[test]
+    fn linear_act_f32_variants_agree_and_match_f64((rows, cols, silu, with_bias) in linear_geom(), seed in 0u64..1000) {
+        let act = if silu { Activation::Silu } else { Activation::Identity };
+        let (z32, z64) = as_f32(&random_vec(rows * cols, seed).iter().map(|v| 20.0 * v).collect::<Vec<_>>());
+        let (b32, b64) = as_f32(&random_vec(cols, seed + 1));
+        let (dy32, dy64) = as_f32(&random_vec(rows * cols, seed + 2));
+        let eps = f32::EPSILON as f64;
+        let mut outs = vec![];
+        for simd in [true, false] {
+            let mut z = z32.clone();
+            let mut y = vec![0f32; z.len()];
+            kernels::linear::linear_act_forward_with(&mut z, silu.then_some(&mut y[..]), cols, with_bias.then_some(&b32[..]), act, simd);
+            let y = if silu { y } else { z.clone() };
+            let mut g = dy32.clone();
+            let mut db = vec![0f32; cols];
+            kernels::linear::linear_act_backward_with(Some(&z), &mut g, cols, act, Some(&mut db), simd);
+            outs.push([bits(&y), bits(&z), bits(&g), bits(&db)]);
+            let s = reference::linear_act_forward(&z64, cols, with_bias.then_some(&b64[..]), Activation::Identity);
+            let want = reference::linear_act_forward(&z64, cols, with_bias.then_some(&b64[..]), act);
+            for i in 0..y.len() {
+                let tol = 13.0 * eps * (s[i].abs() + 1.0);
+                prop_assert!((y[i] as f64 - want[i]).abs() <= tol, "y[{}] = {} vs {}", i, y[i], want[i]);
+            }
+            let zf: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+            let (want_dz, _) = reference::linear_act_backward(&zf, &dy64, cols, act);
+            for i in 0..g.len() {
+                let tol = 12.0 * eps * (zf[i].abs() + 1.0) * dy64[i].abs();
+                prop_assert!((g[i] as f64 - want_dz[i]).abs() <= tol, "dz[{}] = {} vs {}", i, g[i], want_dz[i]);
+            }
+            let gf: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+            let (_, exact_db) = reference::linear_act_backward(&zf, &gf, cols, Activation::Identity);
+            let (_, abs_db) = reference::linear_act_backward(&zf, &abs(&gf), cols, Activation::Identity);
+            for j in 0..cols {
+                let tol = 2.0 * rows as f64 * eps * abs_db[j];
+                prop_assert!((db[j] as f64 - exact_db[j]).abs() <= tol, "db[{}]", j);
+            }
+        }
+        prop_assert_eq!(&outs[0], &outs[1]);
     }
 }
