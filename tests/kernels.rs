@@ -331,6 +331,46 @@ fn kernels_are_bit_identical_on_1_and_2_threads() {
             let mut db = vec![0f32; cols];
             kernels::linear_act_backward(Some(&z), &mut g, cols, Activation::Silu, Some(&mut db));
             out.extend([bits(&z), bits(&y), bits(&g), bits(&db)]);
+            // The whole fused layer (row blocks and feature blocks depend on the pool size).
+            let geom = kernels::linear::LinearGeom {
+                rows: 600,
+                inp: 70,
+                out: 128,
+            };
+            let x = as_f32(&random_vec(600 * 70, 10)).0;
+            let w = as_f32(&random_vec(128 * 70, 11)).0;
+            let (mut z, mut y) = (vec![0f32; 600 * 128], vec![0f32; 600 * 128]);
+            kernels::linear::linear_forward(
+                geom,
+                &x,
+                &w,
+                Some(&bias),
+                Activation::Silu,
+                &mut z,
+                Some(&mut y),
+            );
+            let mut g = as_f32(&random_vec(600 * 128, 12)).0;
+            let (mut dx, mut dw, mut db) =
+                (vec![0f32; 600 * 70], vec![0f32; 128 * 70], vec![0f32; 128]);
+            kernels::linear::linear_backward(
+                geom,
+                &x,
+                &w,
+                Some(&z),
+                Activation::Silu,
+                &mut g,
+                Some(&mut dx),
+                Some(&mut dw),
+                Some(&mut db),
+            );
+            out.extend([
+                bits(&z),
+                bits(&y),
+                bits(&g),
+                bits(&dx),
+                bits(&dw),
+                bits(&db),
+            ]);
             out
         })
     };
@@ -860,5 +900,76 @@ proptest! {
             }
         }
         prop_assert_eq!(&outs[0], &outs[1]);
+    }
+}
+
+/// `C = A B` for row-major `m × k` and `k × n` (f64, naive).
+fn naive_matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+        }
+    }
+    c
+}
+
+/// The transpose of a row-major `r × c` matrix.
+fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
+    (0..c * r).map(|i| a[(i % r) * c + i / r]).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The whole fused layer (`linear_forward`, `linear_backward`) in f64 against the naive
+    /// products plus the reference pointwise halves. The products are sums of `k` terms in a
+    /// different order, so within `2 k ε Σ|terms|` (module header); `z` then passes through
+    /// the pointwise half (SiLU's slope is below 1.1, so `y` is within 1.1 times that plus a
+    /// few roundings of `|y|`), and `dz`, fed from a `z` that is off by that much, is compared
+    /// with the bound of the derivative's Lipschitz constant (|silu''| <= 0.5) times it.
+    /// `dx`, `dW` and `db` are then checked against products of the kernel's own `dz`. Half
+    /// the cases have 800-900 rows, enough for the parallel path when `inp · out` is large.
+    #[test]
+    fn linear_layer_matches_naive_f64(rows in prop_oneof![1usize..90, 800usize..900], inp in 1usize..40, out in 1usize..70, silu in any::<bool>(), seed in 0u64..1000) {
+        let act = if silu { Activation::Silu } else { Activation::Identity };
+        let geom = kernels::linear::LinearGeom { rows, inp, out };
+        let x = random_vec(rows * inp, seed);
+        let w = random_vec(out * inp, seed + 1);
+        let b = random_vec(out, seed + 2);
+        let dy = random_vec(rows * out, seed + 3);
+        let eps = f64::EPSILON;
+        let (mut z, mut y) = (vec![0.0; rows * out], vec![0.0; rows * out]);
+        kernels::linear::linear_forward(geom, &x, &w, Some(&b), act, &mut z, silu.then_some(&mut y[..]));
+        let y = if silu { y } else { z.clone() };
+        let wt = transpose(&w, out, inp);
+        let zw = naive_matmul(&x, &wt, rows, inp, out);
+        let zabs = naive_matmul(&abs(&x), &abs(&wt), rows, inp, out);
+        let want_z = reference::linear_act_forward(&zw, out, Some(&b), Activation::Identity);
+        let want_y = reference::linear_act_forward(&zw, out, Some(&b), act);
+        for i in 0..z.len() {
+            let tz = 2.0 * inp as f64 * eps * zabs[i] + 2.0 * eps * want_z[i].abs();
+            prop_assert!((z[i] - want_z[i]).abs() <= tz, "z[{}]", i);
+            let ty = 1.1 * tz + 8.0 * eps * (want_y[i].abs() + 1.0);
+            prop_assert!((y[i] - want_y[i]).abs() <= ty, "y[{}]", i);
+        }
+        let mut g = dy.clone();
+        let (mut dx, mut dw, mut db) = (vec![0.0; rows * inp], vec![0.0; out * inp], vec![0.0; out]);
+        kernels::linear::linear_backward(geom, &x, &w, Some(&z), act, &mut g, Some(&mut dx), Some(&mut dw), Some(&mut db));
+        // dz from the kernel's own z: the pointwise half is exact against the reference in f64.
+        let (want_dz, want_db) = reference::linear_act_backward(&z, &dy, out, act);
+        prop_assert_eq!(bits(&g), bits(&want_dz));
+        prop_assert_eq!(bits(&db), bits(&want_db));
+        let want_dx = naive_matmul(&g, &w, rows, out, inp);
+        let abs_dx = naive_matmul(&abs(&g), &abs(&w), rows, out, inp);
+        for i in 0..dx.len() {
+            prop_assert!((dx[i] - want_dx[i]).abs() <= 2.0 * out as f64 * eps * abs_dx[i], "dx[{}]", i);
+        }
+        let gt = transpose(&g, rows, out);
+        let want_dw = naive_matmul(&gt, &x, out, rows, inp);
+        let abs_dw = naive_matmul(&abs(&gt), &abs(&x), out, rows, inp);
+        for i in 0..dw.len() {
+            prop_assert!((dw[i] - want_dw[i]).abs() <= 2.0 * rows as f64 * eps * abs_dw[i], "dW[{}]", i);
+        }
     }
 }

@@ -230,3 +230,247 @@ pub fn linear_act_backward<E: Element>(
 ) {
     linear_act_backward_with(z, g, cols, act, db, true)
 }
+
+/// Below this many floating-point operations (`2 · rows · in · out`) a layer runs on the
+/// calling thread: a fork-join costs about 5-20 µs, the work of 2^22 flops about 30 µs.
+const PAR_FLOPS: usize = 1 << 22;
+
+/// Length of the blocks that split `len` items into about `parts` pieces of at least `min`.
+fn block_len(len: usize, parts: usize, min: usize) -> usize {
+    len.div_ceil(parts.max(1)).max(min).min(len.max(1))
+}
+
+/// Geometry of a fused linear layer: `x` is `rows × inp`, `W` is `out × inp`, `z` and `y`
+/// are `rows × out` (all row-major).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearGeom {
+    /// Rows of `x` (the batch).
+    pub rows: usize,
+    /// Input width.
+    pub inp: usize,
+    /// Output width.
+    pub out: usize,
+}
+
+impl LinearGeom {
+    fn parallel(&self) -> bool {
+        2 * self.rows * self.inp * self.out >= PAR_FLOPS && rayon::current_num_threads() > 1
+    }
+}
+
+// ANCHOR: linear_layer
+/// Forward pass of a fused linear layer: `z = x Wᵀ (+ b)` and `y = act(z)`, written to `y`
+/// when given (SiLU keeping `z`), else in place into `z`. Rows are split into blocks, one
+/// per task, and each task runs the product of its rows ([`gemm_serial`]) and then the
+/// bias and activation on them while they are in cache: one fork-join for the whole layer.
+/// Every element of `z` is one dot product in the order of the GEMM kernel, whatever the
+/// blocking, so the result does not depend on the number of threads.
+///
+/// [`gemm_serial`]: crate::engine::element::gemm_serial
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward<E: Element>(
+    geom: LinearGeom,
+    x: &[E],
+    w: &[E],
+    bias: Option<&[E]>,
+    act: Activation,
+    z: &mut [E],
+    y: Option<&mut [E]>,
+) {
+    let LinearGeom { rows, inp, out } = geom;
+    assert_eq!(x.len(), rows * inp, "linear: x length");
+    assert_eq!(w.len(), out * inp, "linear: W length");
+    assert_eq!(z.len(), rows * out, "linear: z length");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), out, "linear: bias length");
+    }
+    if let Some(y) = &y {
+        assert_eq!(y.len(), z.len(), "linear: output length");
+        assert_eq!(act, Activation::Silu, "linear: identity writes z in place");
+    }
+    if z.is_empty() {
+        return;
+    }
+    let simd = has_avx2_fma();
+    let run = |xb: &[E], zb: &mut [E], yb: Option<&mut [E]>| {
+        let r = zb.len() / out;
+        crate::engine::element::gemm_serial(r, inp, out, xb, false, w, true, E::zero(), zb);
+        forward_block(zb, yb, out, bias, act, simd);
+    };
+    if !geom.parallel() {
+        return run(x, z, y);
+    }
+    // Two blocks per thread balance the load when another process takes a core for a while.
+    let blk = block_len(rows, 2 * rayon::current_num_threads(), 16);
+    match y {
+        Some(y) => z
+            .par_chunks_mut(blk * out)
+            .zip(y.par_chunks_mut(blk * out))
+            .zip(x.par_chunks(blk * inp))
+            .for_each(|((zb, yb), xb)| run(xb, zb, Some(yb))),
+        None => z
+            .par_chunks_mut(blk * out)
+            .zip(x.par_chunks(blk * inp))
+            .for_each(|(zb, xb)| run(xb, zb, None)),
+    }
+}
+
+/// `dW[j0.., :] = g[:, j0..j0+m]ᵀ x` for the `m = dw.len() / inp` rows of `dW` starting at `j0`.
+fn weight_grad_rows<E: Element>(g: &[E], x: &[E], geom: LinearGeom, j0: usize, dw: &mut [E]) {
+    let LinearGeom { rows, inp, out } = geom;
+    let m = dw.len() / inp;
+    assert!(j0 + m <= out && g.len() == rows * out && x.len() == rows * inp);
+    if m == 0 || inp == 0 {
+        return;
+    }
+    // SAFETY: A = g[:, j0..j0+m]ᵀ is m × rows with element (i, r) at g[r·out + j0 + i]
+    // (row stride 1, column stride out), in bounds for i < m <= out - j0, r < rows; B = x is
+    // rows × inp row-major; C = dw is m × inp row-major and uniquely borrowed.
+    unsafe {
+        E::gemm_raw(
+            m,
+            rows,
+            inp,
+            E::one(),
+            g.as_ptr().add(j0),
+            1,
+            out as isize,
+            x.as_ptr(),
+            inp as isize,
+            1,
+            E::zero(),
+            dw.as_mut_ptr(),
+            inp as isize,
+            1,
+        )
+    }
+}
+
+/// Backward pass of a fused linear layer from `g = dy` (overwritten with `dz`):
+/// `dz = dy ⊙ act'(z)`, `dx = dz W`, `dW = dzᵀ x`, `db = Σ_rows dz` (each output optional).
+/// Two fork-joins: row blocks compute their `dz` and then their rows of `dx`; blocks of
+/// output features then compute their rows of `dW` and entries of `db` (one running sum over
+/// the rows in order per entry). No sum is split, so the result does not depend on the
+/// number of threads; it equals the unfused ops' bits (see [`self`]).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward<E: Element>(
+    geom: LinearGeom,
+    x: &[E],
+    w: &[E],
+    z: Option<&[E]>,
+    act: Activation,
+    g: &mut [E],
+    dx: Option<&mut [E]>,
+    dw: Option<&mut [E]>,
+    db: Option<&mut [E]>,
+) {
+    let LinearGeom { rows, inp, out } = geom;
+    assert_eq!(x.len(), rows * inp, "linear: x length");
+    assert_eq!(w.len(), out * inp, "linear: W length");
+    assert_eq!(g.len(), rows * out, "linear: gradient length");
+    if act == Activation::Silu {
+        assert_eq!(
+            z.map(<[E]>::len),
+            Some(g.len()),
+            "linear: SiLU backward needs z"
+        );
+    }
+    if let Some(d) = &dx {
+        assert_eq!(d.len(), rows * inp, "linear: dx length");
+    }
+    if let Some(d) = &dw {
+        assert_eq!(d.len(), out * inp, "linear: dW length");
+    }
+    if let Some(d) = &db {
+        assert_eq!(d.len(), out, "linear: db length");
+    }
+    if g.is_empty() {
+        for d in [dw, db].into_iter().flatten() {
+            d.iter_mut().for_each(|v| *v = E::zero());
+        }
+        return;
+    }
+    let simd = has_avx2_fma();
+    let par = geom.parallel();
+    let threads = rayon::current_num_threads();
+    // 1. Row blocks: dz in place, then dx = dz W on the same rows.
+    let rows_task = |gb: &mut [E], zb: Option<&[E]>, dxb: Option<&mut [E]>| {
+        if act == Activation::Silu {
+            let zb = zb.expect("checked");
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: AVX2 and FMA were detected at run time.
+                unsafe { silu_back_rows_avx2(zb, gb) };
+            } else {
+                silu_back_rows(zb, gb);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            silu_back_rows(zb, gb);
+        }
+        if let Some(dxb) = dxb {
+            let r = gb.len() / out;
+            crate::engine::element::gemm_serial(r, out, inp, gb, false, w, false, E::zero(), dxb);
+        }
+    };
+    if !par || (act == Activation::Identity && dx.is_none()) {
+        rows_task(g, z, dx);
+    } else {
+        let blk = block_len(rows, 2 * threads, 16);
+        let zc: Vec<Option<&[E]>> = match z {
+            Some(z) => z.chunks(blk * out).map(Some).collect(),
+            None => vec![None; rows.div_ceil(blk)],
+        };
+        match dx {
+            Some(dx) => g
+                .par_chunks_mut(blk * out)
+                .zip(zc)
+                .zip(dx.par_chunks_mut(blk * inp))
+                .for_each(|((gb, zb), dxb)| rows_task(gb, zb, Some(dxb))),
+            None => g
+                .par_chunks_mut(blk * out)
+                .zip(zc)
+                .for_each(|(gb, zb)| rows_task(gb, zb, None)),
+        }
+    }
+    // 2. Blocks of output features: their rows of dW and entries of db.
+    let g: &[E] = g;
+    let feats_task = |j0: usize, dwb: Option<&mut [E]>, dbb: Option<&mut [E]>| {
+        if let Some(dwb) = dwb {
+            weight_grad_rows(g, x, geom, j0, dwb);
+        }
+        if let Some(dbb) = dbb {
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: AVX2 and FMA were detected at run time.
+                return unsafe { column_sums_rows_avx2(g, out, j0, dbb) };
+            }
+            column_sums_rows(g, out, j0, dbb);
+        }
+    };
+    let fb = if par {
+        block_len(out, threads, 8)
+    } else {
+        out.max(1)
+    };
+    let nb = out.div_ceil(fb);
+    let dwc: Vec<Option<&mut [E]>> = match dw {
+        Some(d) => d.chunks_mut(fb * inp.max(1)).map(Some).collect(),
+        None => (0..nb).map(|_| None).collect(),
+    };
+    let dbc: Vec<Option<&mut [E]>> = match db {
+        Some(d) => d.chunks_mut(fb).map(Some).collect(),
+        None => (0..nb).map(|_| None).collect(),
+    };
+    if par && nb > 1 {
+        dwc.into_par_iter()
+            .zip(dbc)
+            .enumerate()
+            .for_each(|(k, (dwb, dbb))| feats_task(k * fb, dwb, dbb));
+    } else {
+        dwc.into_iter()
+            .zip(dbc)
+            .enumerate()
+            .for_each(|(k, (dwb, dbb))| feats_task(k * fb, dwb, dbb));
+    }
+}
+// ANCHOR_END: linear_layer

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
 
-use crate::engine::element::{gemm, Element};
+use crate::engine::element::Element;
 use crate::engine::graph::{Backward, Graph};
-use crate::engine::kernels::{self, Activation};
+use crate::engine::kernels::{self, linear::LinearGeom, Activation};
 use crate::engine::tensor::Tensor;
 use crate::error::{Error, Result};
 
@@ -21,41 +21,34 @@ struct LinearActBack<E: Element> {
     /// The pre-activation `z` (SiLU only).
     z: Option<Arc<ArrayD<E>>>,
     act: Activation,
-    rows: usize,
-    inp: usize,
-    out: usize,
+    geom: LinearGeom,
 }
 
 impl<E: Element> Backward<E> for LinearActBack<E> {
     fn backward(self: Box<Self>, mut g: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>> {
-        let (rows, inp, out) = (self.rows, self.inp, self.out);
+        let geom = self.geom;
         let want_b = needs.get(2).copied().unwrap_or(false);
-        let mut db = want_b.then(|| vec![E::zero(); out]);
-        {
-            let gs = g.as_slice_mut().expect("gradients are row-major");
-            let z = self
-                .z
+        let mut db = want_b.then(|| vec![E::zero(); geom.out]);
+        let mut dw = needs[1].then(|| vec![E::zero(); geom.out * geom.inp]);
+        let mut dx = needs[0].then(|| vec![E::zero(); geom.rows * geom.inp]);
+        kernels::linear::linear_backward(
+            geom,
+            self.x.as_slice().expect("standard layout"),
+            self.w.as_slice().expect("standard layout"),
+            self.z
                 .as_ref()
-                .map(|z| z.as_slice().expect("standard layout"));
-            kernels::linear_act_backward(z, gs, out, self.act, db.as_deref_mut());
-        }
-        // The saved pre-activation is no longer needed.
-        drop(self.z);
-        let gs = g.as_slice().expect("gradients are row-major");
-        let (x, w) = (self.x.as_slice().unwrap(), self.w.as_slice().unwrap());
-        let gw = needs[1].then(|| {
-            let mut dw = vec![E::zero(); out * inp];
-            gemm(out, rows, inp, gs, true, x, false, E::zero(), &mut dw);
-            ArrayD::from_shape_vec(self.w.raw_dim(), dw).unwrap()
-        });
-        let gx = needs[0].then(|| {
-            let mut dx = vec![E::zero(); rows * inp];
-            gemm(rows, out, inp, gs, false, w, false, E::zero(), &mut dx);
-            ArrayD::from_shape_vec(self.x.raw_dim(), dx).unwrap()
-        });
+                .map(|z| z.as_slice().expect("standard layout")),
+            self.act,
+            g.as_slice_mut().expect("gradients are row-major"),
+            dx.as_deref_mut(),
+            dw.as_deref_mut(),
+            db.as_deref_mut(),
+        );
+        let gx = dx.map(|d| ArrayD::from_shape_vec(self.x.raw_dim(), d).unwrap());
+        let gw = dw.map(|d| ArrayD::from_shape_vec(self.w.raw_dim(), d).unwrap());
         let mut v = vec![gx, gw];
         if needs.len() > 2 {
-            v.push(db.map(|d| ArrayD::from_shape_vec(IxDyn(&[out]), d).unwrap()));
+            v.push(db.map(|d| ArrayD::from_shape_vec(IxDyn(&[geom.out]), d).unwrap()));
         }
         v
     }
@@ -101,27 +94,18 @@ impl<E: Element> Graph<E> {
         let rows: usize = x.shape()[..x.ndim() - 1].iter().product();
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("ndim >= 1") = out;
-        let mut z = vec![E::zero(); rows * out];
-        gemm(
-            rows,
-            inp,
-            out,
-            x.as_slice(),
-            false,
-            w.as_slice(),
-            true,
-            E::zero(),
-            &mut z,
-        );
+        let geom = LinearGeom { rows, inp, out };
         let b = bias.map(|b| b.as_slice());
         let grad =
             x.requires_grad() || w.requires_grad() || bias.is_some_and(|b| b.requires_grad());
+        let mut z = vec![E::zero(); rows * out];
+        let (xs, ws) = (x.as_slice(), w.as_slice());
         let (y, z) = if grad && act == Activation::Silu {
             let mut y = vec![E::zero(); z.len()];
-            kernels::linear_act_forward(&mut z, Some(&mut y), out, b, act);
+            kernels::linear::linear_forward(geom, xs, ws, b, act, &mut z, Some(&mut y));
             (y, Some(z))
         } else {
-            kernels::linear_act_forward(&mut z, None, out, b, act);
+            kernels::linear::linear_forward(geom, xs, ws, b, act, &mut z, None);
             (z, None)
         };
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
@@ -130,9 +114,7 @@ impl<E: Element> Graph<E> {
             w: Arc::clone(&w.value),
             z: z.map(|z| Arc::new(ArrayD::from_shape_vec(IxDyn(&shape), z).expect("sized"))),
             act,
-            rows,
-            inp,
-            out,
+            geom,
         };
         Ok(match bias {
             Some(b) => self.record(y, &[x, w, b], Box::new(rule)),
