@@ -148,6 +148,9 @@ enum ScheduleKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Training and sampling allocate and free the same buffers every step: keep freed memory
+    // for reuse instead of faulting it in again (see `engine::alloc`).
+    scoresde::engine::alloc::keep_freed_memory();
     let result = match cli.command {
         Command::Demo {
             samples,
