@@ -973,3 +973,74 @@ proptest! {
         }
     }
 }
+
+/// The branch-free `sin_cos` against the standard library's `sin` and `cos` (within one ulp,
+/// ≤ ε, of the exact values): |Δ| <= 6 ε (the kernel's bound, module `trig`) + ε, on a dense
+/// sweep of [-2000, 2000] (beyond the time embeddings' 1000), the points k π/4 where the
+/// reduction switches quadrant, and random arguments up to `MAX_ARG`; SIMD and portable
+/// loops agree bit for bit.
+#[test]
+fn sin_cos_matches_std() {
+    use scoresde::engine::kernels::trig::{sin_cos, sin_cos_slice, MAX_ARG};
+    let mut xs: Vec<f64> = (0..=1_000_000)
+        .map(|i| -2000.0 + 4000.0 * i as f64 / 1e6)
+        .collect();
+    for k in (-3000i32..=3000).filter(|&k| k != 0) {
+        let c = k as f64 * std::f64::consts::FRAC_PI_4;
+        xs.extend([
+            c,
+            f64::from_bits(c.to_bits() + 1),
+            f64::from_bits(c.to_bits().wrapping_sub(1)),
+        ]);
+    }
+    let mut r = ChaCha8Rng::seed_from_u64(3);
+    xs.extend((0..100_000).map(|_| (r.random::<f64>() * 2.0 - 1.0) * MAX_ARG));
+    let (mut s, mut c) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+    sin_cos_slice(&xs, &mut s, &mut c);
+    let tol = 7.0 * f64::EPSILON;
+    for (i, &x) in xs.iter().enumerate() {
+        let (ps, pc) = sin_cos(x);
+        assert_eq!(
+            (ps.to_bits(), pc.to_bits()),
+            (s[i].to_bits(), c[i].to_bits())
+        );
+        let e = (s[i] - x.sin()).abs().max((c[i] - x.cos()).abs());
+        assert!(
+            e <= tol,
+            "x = {x:e}: sin {} vs {}, cos {} vs {}",
+            s[i],
+            x.sin(),
+            c[i],
+            x.cos()
+        );
+    }
+}
+
+/// The sinusoidal embedding in f32 equals the standard library's `sin`/`cos` rounded to f32
+/// up to one f32 ulp (the two f64 values differ by at most 7 ε_f64, so they round to different
+/// f32 only when within that of a rounding boundary), and almost always exactly.
+#[test]
+fn sinusoidal_embedding_matches_std_sin_cos() {
+    let t: Vec<f64> = (0..4096)
+        .map(|i| 1000.0 * (i as f64 + 0.5) / 4096.0)
+        .collect();
+    let e = scoresde::engine::sinusoidal_embedding::<f32>(&t, 16).unwrap();
+    let half = 8;
+    let freqs: Vec<f64> = (0..half)
+        .map(|k| (-(10000f64.ln()) * k as f64 / (half - 1) as f64).exp())
+        .collect();
+    let mut differ = 0;
+    for (i, &ti) in t.iter().enumerate() {
+        for (k, f) in freqs.iter().enumerate() {
+            for (got, want) in [
+                (e.as_slice()[i * 16 + k], (ti * f).sin() as f32),
+                (e.as_slice()[i * 16 + half + k], (ti * f).cos() as f32),
+            ] {
+                let ulps = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+                assert!(ulps <= 1, "t = {ti}, f = {f}: {got} vs {want}");
+                differ += (ulps != 0) as usize;
+            }
+        }
+    }
+    assert!(differ <= 4, "{differ} of 65536 entries differ");
+}

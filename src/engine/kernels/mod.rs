@@ -10,6 +10,7 @@ pub mod group_norm;
 pub mod linear;
 pub mod reduce;
 pub mod reference;
+pub mod trig;
 pub mod upsample;
 
 pub use activation::{silu_backward, silu_forward};
