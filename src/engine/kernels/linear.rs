@@ -9,6 +9,8 @@
 //! Rows are independent and the bias sum is split over columns only, so results do not
 //! depend on the number of threads.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::activation::{has_avx2_fma, silu, silu_derivative};
@@ -18,10 +20,73 @@ use crate::engine::element::Element;
 /// Elements per parallel task; below two tasks' worth everything stays on one thread.
 const TASK: usize = 1 << 14;
 
+/// Initialised memory viewed as possibly uninitialised, for the kernels that only write their
+/// outputs (sound: `MaybeUninit<E>` has the layout of `E`, and only valid values are written).
+fn as_uninit<E>(s: &mut [E]) -> &mut [MaybeUninit<E>] {
+    // SAFETY: see above.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
+}
+
+/// # Safety
+/// Every element of `s` must have been written.
+unsafe fn assume_init<E>(s: &mut [MaybeUninit<E>]) -> &mut [E] {
+    // SAFETY: the caller guarantees initialisation; the layouts agree.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
+}
+
+/// `C = A op(B)` with `A` row-major `m × k`, `B` row-major `k × n` (stored `n × k` when `tb`)
+/// and `C` row-major `m × n`, only written (β = 0: `C` need not be initialised), on the
+/// calling thread.
+fn gemm_into<E: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[E],
+    b: &[E],
+    tb: bool,
+    c: &mut [MaybeUninit<E>],
+) {
+    assert!(
+        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        "gemm_into: lengths"
+    );
+    if k == 0 {
+        c.iter_mut().for_each(|v| {
+            v.write(E::zero());
+        });
+        return;
+    }
+    if m * n == 0 {
+        return;
+    }
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: the lengths were checked, so the strides stay in bounds; with β = 0 the GEMM
+    // writes every element of C without reading it (matrixmultiply's documented contract),
+    // and `c` is a unique borrow.
+    unsafe {
+        E::gemm_raw(
+            m,
+            k,
+            n,
+            E::one(),
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            rsb,
+            csb,
+            E::zero(),
+            c.as_mut_ptr().cast(),
+            n as isize,
+            1,
+        )
+    }
+}
+
 #[inline(always)]
 fn forward_rows<E: Element>(
     z: &mut [E],
-    y: Option<&mut [E]>,
+    y: Option<&mut [MaybeUninit<E>]>,
     cols: usize,
     bias: Option<&[E]>,
     act: Activation,
@@ -35,7 +100,9 @@ fn forward_rows<E: Element>(
     }
     if act == Activation::Silu {
         match y {
-            Some(y) => y.iter_mut().zip(z.iter()).for_each(|(o, &v)| *o = silu(v)),
+            Some(y) => y.iter_mut().zip(z.iter()).for_each(|(o, &v)| {
+                o.write(silu(v));
+            }),
             None => z.iter_mut().for_each(|v| *v = silu(*v)),
         }
     }
@@ -49,7 +116,7 @@ fn forward_rows<E: Element>(
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_rows_avx2<E: Element>(
     z: &mut [E],
-    y: Option<&mut [E]>,
+    y: Option<&mut [MaybeUninit<E>]>,
     cols: usize,
     bias: Option<&[E]>,
     act: Activation,
@@ -59,7 +126,7 @@ unsafe fn forward_rows_avx2<E: Element>(
 
 fn forward_block<E: Element>(
     z: &mut [E],
-    y: Option<&mut [E]>,
+    y: Option<&mut [MaybeUninit<E>]>,
     cols: usize,
     bias: Option<&[E]>,
     act: Activation,
@@ -101,6 +168,7 @@ pub fn linear_act_forward_with<E: Element>(
             "linear_act: identity writes z in place"
         );
     }
+    let y = y.map(as_uninit);
     let simd = simd && has_avx2_fma();
     let rows_per_task = TASK.div_ceil(cols).max(1);
     let step = rows_per_task * cols;
@@ -277,6 +345,21 @@ pub fn linear_forward<E: Element>(
     z: &mut [E],
     y: Option<&mut [E]>,
 ) {
+    linear_forward_uninit(geom, x, w, bias, act, as_uninit(z), y.map(as_uninit))
+}
+
+/// [`linear_forward`] into memory that need not be initialised: on return every element of
+/// `z` (and of `y`, when given) has been written.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_uninit<E: Element>(
+    geom: LinearGeom,
+    x: &[E],
+    w: &[E],
+    bias: Option<&[E]>,
+    act: Activation,
+    z: &mut [MaybeUninit<E>],
+    y: Option<&mut [MaybeUninit<E>]>,
+) {
     let LinearGeom { rows, inp, out } = geom;
     assert_eq!(x.len(), rows * inp, "linear: x length");
     assert_eq!(w.len(), out * inp, "linear: W length");
@@ -292,9 +375,11 @@ pub fn linear_forward<E: Element>(
         return;
     }
     let simd = has_avx2_fma();
-    let run = |xb: &[E], zb: &mut [E], yb: Option<&mut [E]>| {
+    let run = |xb: &[E], zb: &mut [MaybeUninit<E>], yb: Option<&mut [MaybeUninit<E>]>| {
         let r = zb.len() / out;
-        crate::engine::element::gemm_serial(r, inp, out, xb, false, w, true, E::zero(), zb);
+        gemm_into(r, inp, out, xb, w, true, zb);
+        // SAFETY: the product wrote every element of the block.
+        let zb = unsafe { assume_init(zb) };
         forward_block(zb, yb, out, bias, act, simd);
     };
     if !geom.parallel() {
@@ -316,16 +401,29 @@ pub fn linear_forward<E: Element>(
 }
 
 /// `dW[j0.., :] = g[:, j0..j0+m]ᵀ x` for the `m = dw.len() / inp` rows of `dW` starting at `j0`.
-fn weight_grad_rows<E: Element>(g: &[E], x: &[E], geom: LinearGeom, j0: usize, dw: &mut [E]) {
+fn weight_grad_rows<E: Element>(
+    g: &[E],
+    x: &[E],
+    geom: LinearGeom,
+    j0: usize,
+    dw: &mut [MaybeUninit<E>],
+) {
     let LinearGeom { rows, inp, out } = geom;
     let m = dw.len() / inp;
     assert!(j0 + m <= out && g.len() == rows * out && x.len() == rows * inp);
     if m == 0 || inp == 0 {
         return;
     }
+    if rows == 0 {
+        dw.iter_mut().for_each(|v| {
+            v.write(E::zero());
+        });
+        return;
+    }
     // SAFETY: A = g[:, j0..j0+m]ᵀ is m × rows with element (i, r) at g[r·out + j0 + i]
     // (row stride 1, column stride out), in bounds for i < m <= out - j0, r < rows; B = x is
-    // rows × inp row-major; C = dw is m × inp row-major and uniquely borrowed.
+    // rows × inp row-major; C = dw is m × inp row-major and uniquely borrowed, and with β = 0
+    // it is written without being read.
     unsafe {
         E::gemm_raw(
             m,
@@ -339,7 +437,7 @@ fn weight_grad_rows<E: Element>(g: &[E], x: &[E], geom: LinearGeom, j0: usize, d
             inp as isize,
             1,
             E::zero(),
-            dw.as_mut_ptr(),
+            dw.as_mut_ptr().cast(),
             inp as isize,
             1,
         )
@@ -364,6 +462,24 @@ pub fn linear_backward<E: Element>(
     dw: Option<&mut [E]>,
     db: Option<&mut [E]>,
 ) {
+    let (dx, dw) = (dx.map(as_uninit), dw.map(as_uninit));
+    linear_backward_uninit(geom, x, w, z, act, g, dx, dw, db)
+}
+
+/// [`linear_backward`] with `dx` and `dW` in memory that need not be initialised: on return
+/// every element of them has been written.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_uninit<E: Element>(
+    geom: LinearGeom,
+    x: &[E],
+    w: &[E],
+    z: Option<&[E]>,
+    act: Activation,
+    g: &mut [E],
+    dx: Option<&mut [MaybeUninit<E>]>,
+    dw: Option<&mut [MaybeUninit<E>]>,
+    db: Option<&mut [E]>,
+) {
     let LinearGeom { rows, inp, out } = geom;
     assert_eq!(x.len(), rows * inp, "linear: x length");
     assert_eq!(w.len(), out * inp, "linear: W length");
@@ -385,7 +501,12 @@ pub fn linear_backward<E: Element>(
         assert_eq!(d.len(), out, "linear: db length");
     }
     if g.is_empty() {
-        for d in [dw, db].into_iter().flatten() {
+        if let Some(d) = dw {
+            d.iter_mut().for_each(|v| {
+                v.write(E::zero());
+            });
+        }
+        if let Some(d) = db {
             d.iter_mut().for_each(|v| *v = E::zero());
         }
         return;
@@ -394,7 +515,7 @@ pub fn linear_backward<E: Element>(
     let par = geom.parallel();
     let threads = rayon::current_num_threads();
     // 1. Row blocks: dz in place, then dx = dz W on the same rows.
-    let rows_task = |gb: &mut [E], zb: Option<&[E]>, dxb: Option<&mut [E]>| {
+    let rows_task = |gb: &mut [E], zb: Option<&[E]>, dxb: Option<&mut [MaybeUninit<E>]>| {
         if act == Activation::Silu {
             let zb = zb.expect("checked");
             #[cfg(target_arch = "x86_64")]
@@ -409,7 +530,7 @@ pub fn linear_backward<E: Element>(
         }
         if let Some(dxb) = dxb {
             let r = gb.len() / out;
-            crate::engine::element::gemm_serial(r, out, inp, gb, false, w, false, E::zero(), dxb);
+            gemm_into(r, out, inp, gb, w, false, dxb);
         }
     };
     if !par || (act == Activation::Identity && dx.is_none()) {
@@ -434,7 +555,7 @@ pub fn linear_backward<E: Element>(
     }
     // 2. Blocks of output features: their rows of dW and entries of db.
     let g: &[E] = g;
-    let feats_task = |j0: usize, dwb: Option<&mut [E]>, dbb: Option<&mut [E]>| {
+    let feats_task = |j0: usize, dwb: Option<&mut [MaybeUninit<E>]>, dbb: Option<&mut [E]>| {
         if let Some(dwb) = dwb {
             weight_grad_rows(g, x, geom, j0, dwb);
         }
@@ -453,7 +574,7 @@ pub fn linear_backward<E: Element>(
         out.max(1)
     };
     let nb = out.div_ceil(fb);
-    let dwc: Vec<Option<&mut [E]>> = match dw {
+    let dwc: Vec<Option<&mut [MaybeUninit<E>]>> = match dw {
         Some(d) => d.chunks_mut(fb * inp.max(1)).map(Some).collect(),
         None => (0..nb).map(|_| None).collect(),
     };

@@ -29,9 +29,10 @@ impl<E: Element> Backward<E> for LinearActBack<E> {
         let geom = self.geom;
         let want_b = needs.get(2).copied().unwrap_or(false);
         let mut db = want_b.then(|| vec![E::zero(); geom.out]);
-        let mut dw = needs[1].then(|| vec![E::zero(); geom.out * geom.inp]);
-        let mut dx = needs[0].then(|| vec![E::zero(); geom.rows * geom.inp]);
-        kernels::linear::linear_backward(
+        // dW and dx are written in full by the kernel: no zero fill.
+        let mut dw = needs[1].then(|| Vec::with_capacity(geom.out * geom.inp));
+        let mut dx = needs[0].then(|| Vec::with_capacity(geom.rows * geom.inp));
+        kernels::linear::linear_backward_uninit(
             geom,
             self.x.as_slice().expect("standard layout"),
             self.w.as_slice().expect("standard layout"),
@@ -40,10 +41,21 @@ impl<E: Element> Backward<E> for LinearActBack<E> {
                 .map(|z| z.as_slice().expect("standard layout")),
             self.act,
             g.as_slice_mut().expect("gradients are row-major"),
-            dx.as_deref_mut(),
-            dw.as_deref_mut(),
+            dx.as_mut()
+                .map(|d| &mut d.spare_capacity_mut()[..geom.rows * geom.inp]),
+            dw.as_mut()
+                .map(|d| &mut d.spare_capacity_mut()[..geom.out * geom.inp]),
             db.as_deref_mut(),
         );
+        // SAFETY: `linear_backward_uninit` wrote every element of dx and dW.
+        unsafe {
+            if let Some(d) = dx.as_mut() {
+                d.set_len(geom.rows * geom.inp);
+            }
+            if let Some(d) = dw.as_mut() {
+                d.set_len(geom.out * geom.inp);
+            }
+        }
         let gx = dx.map(|d| ArrayD::from_shape_vec(self.x.raw_dim(), d).unwrap());
         let gw = dw.map(|d| ArrayD::from_shape_vec(self.w.raw_dim(), d).unwrap());
         let mut v = vec![gx, gw];
@@ -98,14 +110,28 @@ impl<E: Element> Graph<E> {
         let b = bias.map(|b| b.as_slice());
         let grad =
             x.requires_grad() || w.requires_grad() || bias.is_some_and(|b| b.requires_grad());
-        let mut z = vec![E::zero(); rows * out];
+        // Outputs are written in full by the kernel: no zero fill.
+        let n = rows * out;
+        let mut z: Vec<E> = Vec::with_capacity(n);
         let (xs, ws) = (x.as_slice(), w.as_slice());
         let (y, z) = if grad && act == Activation::Silu {
-            let mut y = vec![E::zero(); z.len()];
-            kernels::linear::linear_forward(geom, xs, ws, b, act, &mut z, Some(&mut y));
+            let mut y: Vec<E> = Vec::with_capacity(n);
+            let (zu, yu) = (
+                &mut z.spare_capacity_mut()[..n],
+                &mut y.spare_capacity_mut()[..n],
+            );
+            kernels::linear::linear_forward_uninit(geom, xs, ws, b, act, zu, Some(yu));
+            // SAFETY: `linear_forward_uninit` wrote every element of z and y.
+            unsafe {
+                z.set_len(n);
+                y.set_len(n);
+            }
             (y, Some(z))
         } else {
-            kernels::linear::linear_forward(geom, xs, ws, b, act, &mut z, None);
+            let zu = &mut z.spare_capacity_mut()[..n];
+            kernels::linear::linear_forward_uninit(geom, xs, ws, b, act, zu, None);
+            // SAFETY: as above, for z.
+            unsafe { z.set_len(n) };
             (z, None)
         };
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
