@@ -83,10 +83,20 @@ fn gemm_into<E: Element>(
     }
 }
 
+/// Where the forward pass writes the activation.
+enum Dest<'a, E> {
+    /// `act(z)` in place into `z`.
+    InPlace,
+    /// `act(z)` into `y`, keeping `z`.
+    Out(&'a mut [MaybeUninit<E>]),
+    /// SiLU into `y` and `σ(z)` into `s` (for the backward pass), keeping `z`.
+    OutSigmoid(&'a mut [MaybeUninit<E>], &'a mut [MaybeUninit<E>]),
+}
+
 #[inline(always)]
 fn forward_rows<E: Element>(
     z: &mut [E],
-    y: Option<&mut [MaybeUninit<E>]>,
+    dest: Dest<'_, E>,
     cols: usize,
     bias: Option<&[E]>,
     act: Activation,
@@ -99,11 +109,20 @@ fn forward_rows<E: Element>(
         }
     }
     if act == Activation::Silu {
-        match y {
-            Some(y) => y.iter_mut().zip(z.iter()).for_each(|(o, &v)| {
+        match dest {
+            Dest::InPlace => z.iter_mut().for_each(|v| *v = silu(*v)),
+            Dest::Out(y) => y.iter_mut().zip(z.iter()).for_each(|(o, &v)| {
                 o.write(silu(v));
             }),
-            None => z.iter_mut().for_each(|v| *v = silu(*v)),
+            // The denominator of `silu(v) = v / (1 + e^{-v})` and of `σ(v) = 1 / (1 + e^{-v})`
+            // as in `silu` and `silu_derivative`: the same bits as those functions.
+            Dest::OutSigmoid(y, s) => {
+                for ((o, sg), &v) in y.iter_mut().zip(s.iter_mut()).zip(z.iter()) {
+                    let d = E::one() + (-v).exp_fast();
+                    o.write(v / d);
+                    sg.write(E::one() / d);
+                }
+            }
         }
     }
 }
@@ -116,17 +135,17 @@ fn forward_rows<E: Element>(
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_rows_avx2<E: Element>(
     z: &mut [E],
-    y: Option<&mut [MaybeUninit<E>]>,
+    dest: Dest<'_, E>,
     cols: usize,
     bias: Option<&[E]>,
     act: Activation,
 ) {
-    forward_rows(z, y, cols, bias, act)
+    forward_rows(z, dest, cols, bias, act)
 }
 
 fn forward_block<E: Element>(
     z: &mut [E],
-    y: Option<&mut [MaybeUninit<E>]>,
+    dest: Dest<'_, E>,
     cols: usize,
     bias: Option<&[E]>,
     act: Activation,
@@ -135,10 +154,10 @@ fn forward_block<E: Element>(
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: the caller passes `simd` only when AVX2 and FMA were detected at run time.
-        return unsafe { forward_rows_avx2(z, y, cols, bias, act) };
+        return unsafe { forward_rows_avx2(z, dest, cols, bias, act) };
     }
     let _ = simd;
-    forward_rows(z, y, cols, bias, act)
+    forward_rows(z, dest, cols, bias, act)
 }
 
 /// Forward half of a fused linear layer on `z = x Wᵀ` (`rows × cols`, row-major): adds the
@@ -173,16 +192,17 @@ pub fn linear_act_forward_with<E: Element>(
     let rows_per_task = TASK.div_ceil(cols).max(1);
     let step = rows_per_task * cols;
     if z.len() < 2 * TASK {
-        return forward_block(z, y, cols, bias, act, simd);
+        let dest = y.map_or(Dest::InPlace, Dest::Out);
+        return forward_block(z, dest, cols, bias, act, simd);
     }
     match y {
         Some(y) => z
             .par_chunks_mut(step)
             .zip(y.par_chunks_mut(step))
-            .for_each(|(zc, yc)| forward_block(zc, Some(yc), cols, bias, act, simd)),
+            .for_each(|(zc, yc)| forward_block(zc, Dest::Out(yc), cols, bias, act, simd)),
         None => z
             .par_chunks_mut(step)
-            .for_each(|zc| forward_block(zc, None, cols, bias, act, simd)),
+            .for_each(|zc| forward_block(zc, Dest::InPlace, cols, bias, act, simd)),
     }
 }
 
@@ -202,6 +222,25 @@ fn silu_back_rows<E: Element>(z: &[E], g: &mut [E]) {
     for (d, &v) in g.iter_mut().zip(z) {
         *d = *d * silu_derivative(v);
     }
+}
+
+/// `g ← g σ(z)(1 + z(1 − σ(z)))` from the saved `s = σ(z)`: the same bits as
+/// [`silu_back_rows`], without the exponential and the division.
+#[inline(always)]
+fn silu_back_rows_saved<E: Element>(z: &[E], s: &[E], g: &mut [E]) {
+    for ((d, &v), &sg) in g.iter_mut().zip(z).zip(s) {
+        *d = *d * (sg * (E::one() + v * (E::one() - sg)));
+    }
+}
+
+/// [`silu_back_rows_saved`] compiled for AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_back_rows_saved_avx2<E: Element>(z: &[E], s: &[E], g: &mut [E]) {
+    silu_back_rows_saved(z, s, g)
 }
 
 /// [`silu_back_rows`] compiled for AVX2 + FMA.
@@ -345,11 +384,13 @@ pub fn linear_forward<E: Element>(
     z: &mut [E],
     y: Option<&mut [E]>,
 ) {
-    linear_forward_uninit(geom, x, w, bias, act, as_uninit(z), y.map(as_uninit))
+    linear_forward_uninit(geom, x, w, bias, act, as_uninit(z), y.map(as_uninit), None)
 }
 
 /// [`linear_forward`] into memory that need not be initialised: on return every element of
-/// `z` (and of `y`, when given) has been written.
+/// `z` (and of `y` and `s`, when given) has been written. With `s` (SiLU with `y` only), the
+/// sigmoid `σ(z)` is kept there for [`linear_backward_uninit`], which then needs neither an
+/// exponential nor a division.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_forward_uninit<E: Element>(
     geom: LinearGeom,
@@ -359,6 +400,7 @@ pub fn linear_forward_uninit<E: Element>(
     act: Activation,
     z: &mut [MaybeUninit<E>],
     y: Option<&mut [MaybeUninit<E>]>,
+    s: Option<&mut [MaybeUninit<E>]>,
 ) {
     let LinearGeom { rows, inp, out } = geom;
     assert_eq!(x.len(), rows * inp, "linear: x length");
@@ -371,32 +413,50 @@ pub fn linear_forward_uninit<E: Element>(
         assert_eq!(y.len(), z.len(), "linear: output length");
         assert_eq!(act, Activation::Silu, "linear: identity writes z in place");
     }
+    if let Some(s) = &s {
+        assert!(
+            y.is_some() && s.len() == z.len(),
+            "linear: sigmoid needs y, same length"
+        );
+    }
     if z.is_empty() {
         return;
     }
     let simd = has_avx2_fma();
-    let run = |xb: &[E], zb: &mut [MaybeUninit<E>], yb: Option<&mut [MaybeUninit<E>]>| {
+    let run = |xb: &[E], zb: &mut [MaybeUninit<E>], dest: Dest<'_, E>| {
         let r = zb.len() / out;
         gemm_into(r, inp, out, xb, w, true, zb);
         // SAFETY: the product wrote every element of the block.
         let zb = unsafe { assume_init(zb) };
-        forward_block(zb, yb, out, bias, act, simd);
+        forward_block(zb, dest, out, bias, act, simd);
     };
     if !geom.parallel() {
-        return run(x, z, y);
+        let dest = match (y, s) {
+            (Some(y), Some(s)) => Dest::OutSigmoid(y, s),
+            (Some(y), None) => Dest::Out(y),
+            _ => Dest::InPlace,
+        };
+        return run(x, z, dest);
     }
     // Two blocks per thread balance the load when another process takes a core for a while.
     let blk = block_len(rows, 2 * rayon::current_num_threads(), 16);
-    match y {
-        Some(y) => z
-            .par_chunks_mut(blk * out)
-            .zip(y.par_chunks_mut(blk * out))
-            .zip(x.par_chunks(blk * inp))
-            .for_each(|((zb, yb), xb)| run(xb, zb, Some(yb))),
-        None => z
-            .par_chunks_mut(blk * out)
-            .zip(x.par_chunks(blk * inp))
-            .for_each(|(zb, xb)| run(xb, zb, None)),
+    let n = blk * out;
+    let xs = x.par_chunks(blk * inp);
+    match (y, s) {
+        (Some(y), Some(s)) => z
+            .par_chunks_mut(n)
+            .zip(y.par_chunks_mut(n).zip(s.par_chunks_mut(n)))
+            .zip(xs)
+            .for_each(|((zb, (yb, sb)), xb)| run(xb, zb, Dest::OutSigmoid(yb, sb))),
+        (Some(y), None) => z
+            .par_chunks_mut(n)
+            .zip(y.par_chunks_mut(n))
+            .zip(xs)
+            .for_each(|((zb, yb), xb)| run(xb, zb, Dest::Out(yb))),
+        _ => z
+            .par_chunks_mut(n)
+            .zip(xs)
+            .for_each(|(zb, xb)| run(xb, zb, Dest::InPlace)),
     }
 }
 
@@ -463,17 +523,19 @@ pub fn linear_backward<E: Element>(
     db: Option<&mut [E]>,
 ) {
     let (dx, dw) = (dx.map(as_uninit), dw.map(as_uninit));
-    linear_backward_uninit(geom, x, w, z, act, g, dx, dw, db)
+    linear_backward_uninit(geom, x, w, z, None, act, g, dx, dw, db)
 }
 
 /// [`linear_backward`] with `dx` and `dW` in memory that need not be initialised: on return
-/// every element of them has been written.
+/// every element of them has been written. `s`, when given, is `σ(z)` as saved by
+/// [`linear_forward_uninit`] (the same bits as recomputing it).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_uninit<E: Element>(
     geom: LinearGeom,
     x: &[E],
     w: &[E],
     z: Option<&[E]>,
+    s: Option<&[E]>,
     act: Activation,
     g: &mut [E],
     dx: Option<&mut [MaybeUninit<E>]>,
@@ -490,6 +552,9 @@ pub fn linear_backward_uninit<E: Element>(
             Some(g.len()),
             "linear: SiLU backward needs z"
         );
+    }
+    if let Some(s) = s {
+        assert_eq!(s.len(), g.len(), "linear: saved sigmoid length");
     }
     if let Some(d) = &dx {
         assert_eq!(d.len(), rows * inp, "linear: dx length");
@@ -515,18 +580,20 @@ pub fn linear_backward_uninit<E: Element>(
     let par = geom.parallel();
     let threads = rayon::current_num_threads();
     // 1. Row blocks: dz in place, then dx = dz W on the same rows.
-    let rows_task = |gb: &mut [E], zb: Option<&[E]>, dxb: Option<&mut [MaybeUninit<E>]>| {
+    type Saved<'a, E> = Option<(&'a [E], Option<&'a [E]>)>;
+    let rows_task = |gb: &mut [E], zs: Saved<'_, E>, dxb: Option<&mut [MaybeUninit<E>]>| {
         if act == Activation::Silu {
-            let zb = zb.expect("checked");
-            #[cfg(target_arch = "x86_64")]
-            if simd {
+            let (zb, sb) = zs.expect("checked");
+            match sb {
+                #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX2 and FMA were detected at run time.
-                unsafe { silu_back_rows_avx2(zb, gb) };
-            } else {
-                silu_back_rows(zb, gb);
+                Some(sb) if simd => unsafe { silu_back_rows_saved_avx2(zb, sb, gb) },
+                Some(sb) => silu_back_rows_saved(zb, sb, gb),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                None if simd => unsafe { silu_back_rows_avx2(zb, gb) },
+                None => silu_back_rows(zb, gb),
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            silu_back_rows(zb, gb);
         }
         if let Some(dxb) = dxb {
             let r = gb.len() / out;
@@ -534,12 +601,17 @@ pub fn linear_backward_uninit<E: Element>(
         }
     };
     if !par || (act == Activation::Identity && dx.is_none()) {
-        rows_task(g, z, dx);
+        rows_task(g, z.map(|z| (z, s)), dx);
     } else {
         let blk = block_len(rows, 2 * threads, 16);
-        let zc: Vec<Option<&[E]>> = match z {
-            Some(z) => z.chunks(blk * out).map(Some).collect(),
-            None => vec![None; rows.div_ceil(blk)],
+        let zc: Vec<Saved<'_, E>> = match (z, s) {
+            (Some(z), Some(s)) => z
+                .chunks(blk * out)
+                .zip(s.chunks(blk * out))
+                .map(|(zb, sb)| Some((zb, Some(sb))))
+                .collect(),
+            (Some(z), None) => z.chunks(blk * out).map(|zb| Some((zb, None))).collect(),
+            _ => vec![None; rows.div_ceil(blk)],
         };
         match dx {
             Some(dx) => g

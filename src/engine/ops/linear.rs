@@ -18,8 +18,9 @@ use crate::error::{Error, Result};
 struct LinearActBack<E: Element> {
     x: Arc<ArrayD<E>>,
     w: Arc<ArrayD<E>>,
-    /// The pre-activation `z` (SiLU only).
+    /// The pre-activation `z` and the sigmoid `σ(z)` (SiLU only).
     z: Option<Arc<ArrayD<E>>>,
+    s: Option<Vec<E>>,
     act: Activation,
     geom: LinearGeom,
 }
@@ -39,6 +40,7 @@ impl<E: Element> Backward<E> for LinearActBack<E> {
             self.z
                 .as_ref()
                 .map(|z| z.as_slice().expect("standard layout")),
+            self.s.as_deref(),
             self.act,
             g.as_slice_mut().expect("gradients are row-major"),
             dx.as_mut()
@@ -114,31 +116,35 @@ impl<E: Element> Graph<E> {
         let n = rows * out;
         let mut z: Vec<E> = Vec::with_capacity(n);
         let (xs, ws) = (x.as_slice(), w.as_slice());
-        let (y, z) = if grad && act == Activation::Silu {
-            let mut y: Vec<E> = Vec::with_capacity(n);
-            let (zu, yu) = (
-                &mut z.spare_capacity_mut()[..n],
+        let (y, z, s) = if grad && act == Activation::Silu {
+            // SiLU keeps z and σ(z) for its derivative.
+            let (mut y, mut s): (Vec<E>, Vec<E>) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let zu = &mut z.spare_capacity_mut()[..n];
+            let (yu, su) = (
                 &mut y.spare_capacity_mut()[..n],
+                &mut s.spare_capacity_mut()[..n],
             );
-            kernels::linear::linear_forward_uninit(geom, xs, ws, b, act, zu, Some(yu));
-            // SAFETY: `linear_forward_uninit` wrote every element of z and y.
+            kernels::linear::linear_forward_uninit(geom, xs, ws, b, act, zu, Some(yu), Some(su));
+            // SAFETY: `linear_forward_uninit` wrote every element of z, y and s.
             unsafe {
                 z.set_len(n);
                 y.set_len(n);
+                s.set_len(n);
             }
-            (y, Some(z))
+            (y, Some(z), Some(s))
         } else {
             let zu = &mut z.spare_capacity_mut()[..n];
-            kernels::linear::linear_forward_uninit(geom, xs, ws, b, act, zu, None);
+            kernels::linear::linear_forward_uninit(geom, xs, ws, b, act, zu, None, None);
             // SAFETY: as above, for z.
             unsafe { z.set_len(n) };
-            (z, None)
+            (z, None, None)
         };
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sized");
         let rule = LinearActBack {
             x: Arc::clone(&x.value),
             w: Arc::clone(&w.value),
             z: z.map(|z| Arc::new(ArrayD::from_shape_vec(IxDyn(&shape), z).expect("sized"))),
+            s,
             act,
             geom,
         };
