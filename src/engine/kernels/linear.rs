@@ -220,7 +220,7 @@ pub fn linear_act_forward<E: Element>(
 #[inline(always)]
 fn silu_back_rows<E: Element>(z: &[E], g: &mut [E]) {
     for (d, &v) in g.iter_mut().zip(z) {
-        *d = *d * silu_derivative(v);
+        *d *= silu_derivative(v);
     }
 }
 
@@ -229,7 +229,7 @@ fn silu_back_rows<E: Element>(z: &[E], g: &mut [E]) {
 #[inline(always)]
 fn silu_back_rows_saved<E: Element>(z: &[E], s: &[E], g: &mut [E]) {
     for ((d, &v), &sg) in g.iter_mut().zip(z).zip(s) {
-        *d = *d * (sg * (E::one() + v * (E::one() - sg)));
+        *d *= sg * (E::one() + v * (E::one() - sg));
     }
 }
 
