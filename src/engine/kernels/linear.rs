@@ -1,13 +1,15 @@
-//! The pointwise halves of a fused linear layer `y = act(z)`, `z = x Wᵀ + b` (the product
-//! itself is [`crate::engine::element::gemm`]), on row-major `rows × cols` slices.
+//! A fused linear layer `y = act(z)`, `z = x Wᵀ + b`, on row-major slices: the pointwise
+//! halves alone ([`linear_act_forward`], [`linear_act_backward`]) and the whole layer with its
+//! products ([`linear_forward`], [`linear_backward`]).
 //!
-//! Forward: `z[r, j] += b[j]`, then `y = act(z)`. Backward, from `dy`:
-//! `dz = dy ⊙ act'(z)` and `db[j] = Σ_r dz[r, j]`. Every output element is computed by the
-//! same scalar formulas as the unfused ops (`Add`, [`super::activation::silu`],
-//! [`super::activation::silu_derivative`], and the bias sum as one running sum over rows in
-//! row order), so a fused layer reproduces the composition `silu(x Wᵀ + b)` bit for bit.
-//! Rows are independent and the bias sum is split over columns only, so results do not
-//! depend on the number of threads.
+//! Forward: `z = x Wᵀ`, `z[r, j] += b[j]`, then `y = act(z)`. Backward, from `dy`:
+//! `dz = dy ⊙ act'(z)`, `db[j] = Σ_r dz[r, j]`, `dx = dz W`, `dW = dzᵀ x`. Every output element
+//! is computed by the same scalar formulas in the same order as the unfused ops (the GEMM of
+//! [`crate::engine::element::gemm`], `Add`, [`super::activation::silu`],
+//! [`super::activation::silu_derivative`], and the bias sum as one running sum over the rows in
+//! order), so a fused layer reproduces the composition `silu(x Wᵀ + b)` bit for bit. Work is
+//! split over rows, or over output features, never inside a sum, so results do not depend on
+//! the number of threads.
 
 use std::mem::MaybeUninit;
 

@@ -1,6 +1,6 @@
-//! The fused linear layer `y = act(x Wᵀ + b)` as one op: one tape record, one output buffer
-//! (two with SiLU, which keeps `z` for its derivative), the bias and activation applied in one
-//! pass over `z` and, backward, the activation derivative and the bias gradient in one.
+//! The fused linear layer `y = act(x Wᵀ + b)` as one op: one tape record and one output
+//! buffer (with SiLU in training also `z` and `σ(z)`, kept for the derivative), no zero fills,
+//! no broadcast; see [`crate::engine::kernels::linear`] for how the work is split.
 
 use std::sync::Arc;
 
