@@ -458,3 +458,11 @@ fn bad_shapes_and_parameters_are_typed_errors() {
     assert!(GaussianFourier::new(3, 1.0, 0).is_err());
     assert!(GaussianFourier::new(4, -1.0, 0).is_err());
 }
+
+/// The allocator settings of `engine::alloc` are accepted by glibc (both values within
+/// `mallopt`'s limits), so the CLI and the bench really run with them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn allocator_settings_are_applied() {
+    assert!(scoresde::engine::alloc::keep_freed_memory());
+}
