@@ -62,7 +62,7 @@ fn w1_batch(b: usize) -> (Tensor<f32>, Tensor<f32>, Vec<f64>) {
 
 fn bench_w1(c: &mut Criterion) {
     // As the command-line tool does for `train` and `sample`.
-    scoresde::engine::allocator::keep_freed_memory();
+    scoresde::engine::alloc::keep_freed_memory();
     let mut g = c.benchmark_group("w1");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(2))

@@ -131,8 +131,8 @@ fn timed_reps(
 
 fn main() -> scoresde::error::Result<()> {
     let a = Args::parse();
-    // As the command-line tool does for `train` and `sample`.
-    scoresde::engine::allocator::keep_freed_memory();
+    // Reuse freed memory between steps instead of faulting it in again (as the CLI does).
+    scoresde::engine::alloc::keep_freed_memory();
     // matrixmultiply reads its thread count from the environment at first use.
     std::env::set_var("MATMUL_NUM_THREADS", a.threads.to_string());
     rayon::ThreadPoolBuilder::new()

@@ -148,7 +148,9 @@ enum ScheduleKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    scoresde::engine::allocator::keep_freed_memory();
+    // Training and sampling allocate and free the same buffers every step: keep freed memory
+    // for reuse instead of faulting it in again (see `engine::alloc`).
+    scoresde::engine::alloc::keep_freed_memory();
     let result = match cli.command {
         Command::Demo {
             samples,

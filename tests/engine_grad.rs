@@ -28,6 +28,7 @@
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 use rand::Rng;
+use scoresde::engine::kernels::Activation;
 use scoresde::engine::{Graph, Tensor};
 use scoresde::rng;
 
@@ -263,6 +264,23 @@ proptest! {
         let w = rand_array(&mut r, &[n, k], -1.0, 1.0);
         let bias = rand_array(&mut r, &[n], -1.0, 1.0);
         check(seed, vec![x, w, bias], &|g, x| g.linear(&x[0], &x[1], Some(&x[2])).unwrap());
+    }
+
+    /// The fused linear layer `act(x Wᵀ + b)` (identity and SiLU, with and without bias, on
+    /// 2-D and 3-D inputs) in all three arguments.
+    #[test]
+    fn linear_act_matches_finite_differences(seed in any::<u64>(), bt in 1usize..3, m in 1usize..4, k in 1usize..4, n in 1usize..4, silu in any::<bool>(), three_d in any::<bool>()) {
+        let mut r = rng::seeded(seed);
+        let act = if silu { Activation::Silu } else { Activation::Identity };
+        let x = if three_d {
+            rand_array(&mut r, &[bt, m, k], -2.0, 2.0)
+        } else {
+            rand_array(&mut r, &[m, k], -2.0, 2.0)
+        };
+        let w = rand_array(&mut r, &[n, k], -1.0, 1.0);
+        let bias = rand_array(&mut r, &[n], -1.0, 1.0);
+        check(seed, vec![x.clone(), w.clone(), bias], &move |g, x| g.linear_act(&x[0], &x[1], Some(&x[2]), act).unwrap());
+        check(seed, vec![x, w], &move |g, x| g.linear_act(&x[0], &x[1], None, act).unwrap());
     }
 
     /// conv2d with random kernel size, stride and padding, without bias, with a bias per

@@ -688,3 +688,78 @@ fn initialisation_follows_ddpm_fan_avg() {
         }
     }
 }
+
+/// One W2 training step (VP-SDE DSM batch as in `examples/bench.rs`, MSE against the noise,
+/// Adam lr 1e-3) from `net`'s parameters; returns the output, every gradient and the updated
+/// parameters. `fused = false` builds each layer from the unfused ops `linear` + `silu`.
+fn w2_step(batch: usize, fused: bool) -> Vec<Vec<u32>> {
+    use scoresde::engine::optim::{Adam, AdamConfig};
+    let mut s = ParamStore::<f32>::new();
+    let net = MlpScoreNet::new(&mut s, MlpConfig::default(), 11).unwrap();
+    let mut opt = Adam::new(AdamConfig::default(), &s).unwrap();
+    let mut r = rng::seeded(12);
+    let t: Vec<f64> = (0..batch)
+        .map(|_| 1e-3 + 0.999 * r.random::<f64>())
+        .collect();
+    let x: Vec<f32> = (0..2 * batch).map(|_| rng::normal(&mut r) as f32).collect();
+    let eps: Vec<f32> = (0..2 * batch).map(|_| rng::normal(&mut r) as f32).collect();
+    let x = Tensor::from_vec(&[batch, 2], x).unwrap();
+    let mut g = Graph::new();
+    let y = if fused {
+        net.forward(&mut g, &s, &x, &t).unwrap()
+    } else {
+        let tau: Vec<f64> = t.iter().map(|&v| 1000.0 * v).collect();
+        let e = scoresde::engine::sinusoidal_embedding::<f32>(&tau, 16).unwrap();
+        let mut h = g.concat(&[&x, &e], 1).unwrap();
+        for (i, l) in net.layers.iter().enumerate() {
+            h = l.forward(&mut g, &s, &h).unwrap();
+            if i + 1 < net.layers.len() {
+                h = g.silu(&h);
+            }
+        }
+        h
+    };
+    let loss = g
+        .mse(&y, &Tensor::from_vec(&[batch, 2], eps).unwrap())
+        .unwrap();
+    let gr = g.backward(&loss).unwrap();
+    let mut out = vec![y.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>()];
+    for (_, gp) in gr.params() {
+        out.push(gp.iter().map(|v| v.to_bits()).collect());
+    }
+    opt.step(&mut s, &gr).unwrap();
+    for (_, _, a) in s.iter() {
+        out.push(a.iter().map(|v| v.to_bits()).collect());
+    }
+    out
+}
+
+/// The fused linear layers of `MlpScoreNet` (`Graph::linear_act`) compute the same bits as the
+/// unfused composition `linear` + `silu` they replaced: output, all eight gradients and the
+/// parameters after an Adam step, at a batch large enough for every kernel to split.
+#[test]
+fn w2_fused_layers_equal_the_unfused_composition_bit_for_bit() {
+    let (fused, plain) = (w2_step(1024, true), w2_step(1024, false));
+    assert_eq!(fused.len(), 1 + 8 + 8);
+    for (i, (a, b)) in fused.iter().zip(&plain).enumerate() {
+        assert!(a == b, "entry {i} differs");
+    }
+}
+
+/// The W2 twin of `w1_training_step_is_bit_identical_on_1_and_2_threads`: a training step at
+/// batch 1024 gives the same bits on rayon pools of 1 and 2 threads.
+#[test]
+fn w2_training_step_is_bit_identical_on_1_and_2_threads() {
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| w2_step(1024, true))
+    };
+    let (a, b) = (run(1), run(2));
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(x == y, "entry {i} differs between 1 and 2 threads");
+    }
+}

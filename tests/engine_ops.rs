@@ -479,13 +479,13 @@ fn bad_shapes_and_parameters_are_typed_errors() {
     assert!(GaussianFourier::new(4, -1.0, 0).is_err());
 }
 
-/// glibc accepts the allocator settings of `engine::allocator` (it rejects an `mmap`
-/// threshold above its 32 MB maximum by returning 0, which this would catch), and a large
-/// buffer freed and allocated again afterwards is still zeroed where `vec!` promises it.
+/// The allocator settings of `engine::alloc` are accepted by glibc (both values within
+/// `mallopt`'s limits), so the CLI and the bench really run with them; a large buffer freed
+/// and allocated again afterwards is still zeroed where `vec!` promises it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
-fn allocator_settings_are_accepted_and_change_no_result() {
-    let applied = scoresde::engine::allocator::keep_freed_memory();
-    assert_eq!(applied, cfg!(all(target_os = "linux", target_env = "gnu")));
+fn allocator_settings_are_applied() {
+    assert!(scoresde::engine::alloc::keep_freed_memory());
     let a = vec![7.0f32; 3 << 20];
     drop(a);
     let b = vec![0.0f32; 3 << 20];

@@ -405,6 +405,56 @@ fn kernels_are_bit_identical_on_1_and_2_threads() {
             let mut bg = vec![0f32; 32];
             kernels::bias_grad(&dy, 5, 32, 49, &mut bg);
             out.extend([bits(&y), bits(&dx), bits(&dg), bits(&db), bits(&bg)]);
+            // Fused linear layer halves at a size that splits over rows and over columns.
+            let (rows, cols) = (600, 128);
+            let mut z = as_f32(&random_vec(rows * cols, 7)).0;
+            let bias = as_f32(&random_vec(cols, 8)).0;
+            let mut y = vec![0f32; rows * cols];
+            kernels::linear_act_forward(&mut z, Some(&mut y), cols, Some(&bias), Activation::Silu);
+            let mut g = as_f32(&random_vec(rows * cols, 9)).0;
+            let mut db = vec![0f32; cols];
+            kernels::linear_act_backward(Some(&z), &mut g, cols, Activation::Silu, Some(&mut db));
+            out.extend([bits(&z), bits(&y), bits(&g), bits(&db)]);
+            // The whole fused layer (row blocks and feature blocks depend on the pool size).
+            let geom = kernels::linear::LinearGeom {
+                rows: 600,
+                inp: 70,
+                out: 128,
+            };
+            let x = as_f32(&random_vec(600 * 70, 10)).0;
+            let w = as_f32(&random_vec(128 * 70, 11)).0;
+            let (mut z, mut y) = (vec![0f32; 600 * 128], vec![0f32; 600 * 128]);
+            kernels::linear::linear_forward(
+                geom,
+                &x,
+                &w,
+                Some(&bias),
+                Activation::Silu,
+                &mut z,
+                Some(&mut y),
+            );
+            let mut g = as_f32(&random_vec(600 * 128, 12)).0;
+            let (mut dx, mut dw, mut db) =
+                (vec![0f32; 600 * 70], vec![0f32; 128 * 70], vec![0f32; 128]);
+            kernels::linear::linear_backward(
+                geom,
+                &x,
+                &w,
+                Some(&z),
+                Activation::Silu,
+                &mut g,
+                Some(&mut dx),
+                Some(&mut dw),
+                Some(&mut db),
+            );
+            out.extend([
+                bits(&z),
+                bits(&y),
+                bits(&g),
+                bits(&dx),
+                bits(&dw),
+                bits(&db),
+            ]);
             out
         })
     };
@@ -757,6 +807,46 @@ fn exp_f32_propagates_nan_and_clamps_infinities() {
     }
 }
 
+/// `exp_f32` reads the exponent `n` from the bits of `x log2(e) + 1.5·2^23` instead of casting
+/// `n` to an integer; on every 97th f32 of the clamped range [-87, 88] (about 23 million
+/// values) and the points just outside it, that gives the bits of the cast formula.
+#[test]
+fn exp_f32_bit_trick_equals_the_cast() {
+    use scoresde::engine::element::exp_f32;
+    let cast = |x: f32| {
+        let x = x.clamp(-87.0, 88.0);
+        let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+        let r = (x - n * 0.693_359_4) - n * -2.121_944_4e-4;
+        let mut p = 1.0 / 5040.0;
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = p * r + c;
+        }
+        p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    };
+    let mut checked = 0u64;
+    for (lo, hi) in [(0u32, 88f32.to_bits()), (1u32 << 31, (-87f32).to_bits())] {
+        let mut b = lo;
+        while b <= hi {
+            let x = f32::from_bits(b);
+            assert_eq!(exp_f32(x).to_bits(), cast(x).to_bits(), "x = {x:e}");
+            checked += 1;
+            b += 97;
+        }
+    }
+    for x in [-87.0f32, 88.0, -1e3, 1e3, -87.5, 88.5, f32::MIN, f32::MAX] {
+        assert_eq!(exp_f32(x).to_bits(), cast(x).to_bits(), "x = {x:e}");
+    }
+    assert!(checked > 20_000_000);
+}
+
 /// The twin: the same sweep rejects a degree-5 polynomial (truncation (ln2/2)^6/6! ≈ 2.4e-6
 /// relative, 20 ε), so the 4 ε bound discriminates.
 #[test]
@@ -831,4 +921,230 @@ proptest! {
         };
         prop_assert_eq!(run(true), run(false));
     }
+}
+
+/// Rows × columns of a fused linear layer, sizes reaching both the serial and the parallel
+/// paths (the kernels split at 2^15 elements and 64 columns).
+fn linear_geom() -> impl Strategy<Value = (usize, usize, bool, bool)> {
+    (1usize..400, 1usize..140, any::<bool>(), any::<bool>())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The fused linear-layer halves against the reference. In f64 `exp_fast` is `exp`, and
+    /// fast and reference kernels evaluate the same formulas in the same order (the bias sum
+    /// is one running sum over rows in both), so they agree bit for bit, SIMD or not.
+    #[test]
+    fn linear_act_matches_reference_f64((rows, cols, silu, with_bias) in linear_geom(), seed in 0u64..1000) {
+        let act = if silu { Activation::Silu } else { Activation::Identity };
+        let z0 = random_vec(rows * cols, seed).iter().map(|v| 4.0 * v).collect::<Vec<_>>();
+        let bias = random_vec(cols, seed + 1);
+        let dy = random_vec(rows * cols, seed + 2);
+        let b = with_bias.then_some(&bias[..]);
+        let want = reference::linear_act_forward(&z0, cols, b, act);
+        let s: Vec<f64> = reference::linear_act_forward(&z0, cols, b, Activation::Identity);
+        let (want_dz, want_db) = reference::linear_act_backward(&s, &dy, cols, act);
+        for simd in [true, false] {
+            let mut z = z0.clone();
+            let mut y = vec![0.0; z.len()];
+            kernels::linear::linear_act_forward_with(&mut z, silu.then_some(&mut y[..]), cols, b, act, simd);
+            let got = if silu { &y } else { &z };
+            prop_assert_eq!(bits(got), bits(&want));
+            prop_assert_eq!(bits(&z), bits(&s));
+            let mut g = dy.clone();
+            let mut db = vec![0.0; cols];
+            kernels::linear::linear_act_backward_with(Some(&z), &mut g, cols, act, Some(&mut db), simd);
+            prop_assert_eq!(bits(&g), bits(&want_dz));
+            prop_assert_eq!(bits(&db), bits(&want_db));
+        }
+    }
+
+    /// In f32 the SIMD and portable variants agree bit for bit, and both are within rounding
+    /// bounds of the f64 reference on the same (f32) inputs. Forward: `fl(z + b)` is off by
+    /// `u|s|`, which SiLU (slope at most 1.1) carries over, plus the SiLU bound `12 ε (|s| + 1)`
+    /// of `silu_f32_variants_agree_and_match_f64`: at most `13 ε (|s| + 1)`. Backward: the
+    /// same test's bound `12 ε (|z| + 1) |dy|` per element, and the bias gradient within the sum
+    /// bound `2 K ε Σ|dz|` (K = rows) of the exact sum of the f32 `dz` it adds.
+    #[test]
+    fn linear_act_f32_variants_agree_and_match_f64((rows, cols, silu, with_bias) in linear_geom(), seed in 0u64..1000) {
+        let act = if silu { Activation::Silu } else { Activation::Identity };
+        let (z32, z64) = as_f32(&random_vec(rows * cols, seed).iter().map(|v| 20.0 * v).collect::<Vec<_>>());
+        let (b32, b64) = as_f32(&random_vec(cols, seed + 1));
+        let (dy32, dy64) = as_f32(&random_vec(rows * cols, seed + 2));
+        let eps = f32::EPSILON as f64;
+        let mut outs = vec![];
+        for simd in [true, false] {
+            let mut z = z32.clone();
+            let mut y = vec![0f32; z.len()];
+            kernels::linear::linear_act_forward_with(&mut z, silu.then_some(&mut y[..]), cols, with_bias.then_some(&b32[..]), act, simd);
+            let y = if silu { y } else { z.clone() };
+            let mut g = dy32.clone();
+            let mut db = vec![0f32; cols];
+            kernels::linear::linear_act_backward_with(Some(&z), &mut g, cols, act, Some(&mut db), simd);
+            outs.push([bits(&y), bits(&z), bits(&g), bits(&db)]);
+            let s = reference::linear_act_forward(&z64, cols, with_bias.then_some(&b64[..]), Activation::Identity);
+            let want = reference::linear_act_forward(&z64, cols, with_bias.then_some(&b64[..]), act);
+            for i in 0..y.len() {
+                let tol = 13.0 * eps * (s[i].abs() + 1.0);
+                prop_assert!((y[i] as f64 - want[i]).abs() <= tol, "y[{}] = {} vs {}", i, y[i], want[i]);
+            }
+            let zf: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+            let (want_dz, _) = reference::linear_act_backward(&zf, &dy64, cols, act);
+            for i in 0..g.len() {
+                let tol = 12.0 * eps * (zf[i].abs() + 1.0) * dy64[i].abs();
+                prop_assert!((g[i] as f64 - want_dz[i]).abs() <= tol, "dz[{}] = {} vs {}", i, g[i], want_dz[i]);
+            }
+            let gf: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+            let (_, exact_db) = reference::linear_act_backward(&zf, &gf, cols, Activation::Identity);
+            let (_, abs_db) = reference::linear_act_backward(&zf, &abs(&gf), cols, Activation::Identity);
+            for j in 0..cols {
+                let tol = 2.0 * rows as f64 * eps * abs_db[j];
+                prop_assert!((db[j] as f64 - exact_db[j]).abs() <= tol, "db[{}]", j);
+            }
+        }
+        prop_assert_eq!(&outs[0], &outs[1]);
+    }
+}
+
+/// `C = A B` for row-major `m × k` and `k × n` (f64, naive).
+fn naive_matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+        }
+    }
+    c
+}
+
+/// The transpose of a row-major `r × c` matrix.
+fn transpose(a: &[f64], r: usize, c: usize) -> Vec<f64> {
+    (0..c * r).map(|i| a[(i % r) * c + i / r]).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The whole fused layer (`linear_forward`, `linear_backward`) in f64 against the naive
+    /// products plus the reference pointwise halves. The products are sums of `k` terms in a
+    /// different order, so within `2 k ε Σ|terms|` (module header); `z` then passes through
+    /// the pointwise half (SiLU's slope is below 1.1, so `y` is within 1.1 times that plus a
+    /// few roundings of `|y|`), and `dz`, fed from a `z` that is off by that much, is compared
+    /// with the bound of the derivative's Lipschitz constant (|silu''| <= 0.5) times it.
+    /// `dx`, `dW` and `db` are then checked against products of the kernel's own `dz`. Half
+    /// the cases have 800-900 rows, enough for the parallel path when `inp · out` is large.
+    #[test]
+    fn linear_layer_matches_naive_f64(rows in prop_oneof![1usize..90, 800usize..900], inp in 1usize..40, out in 1usize..70, silu in any::<bool>(), seed in 0u64..1000) {
+        let act = if silu { Activation::Silu } else { Activation::Identity };
+        let geom = kernels::linear::LinearGeom { rows, inp, out };
+        let x = random_vec(rows * inp, seed);
+        let w = random_vec(out * inp, seed + 1);
+        let b = random_vec(out, seed + 2);
+        let dy = random_vec(rows * out, seed + 3);
+        let eps = f64::EPSILON;
+        let (mut z, mut y) = (vec![0.0; rows * out], vec![0.0; rows * out]);
+        kernels::linear::linear_forward(geom, &x, &w, Some(&b), act, &mut z, silu.then_some(&mut y[..]));
+        let y = if silu { y } else { z.clone() };
+        let wt = transpose(&w, out, inp);
+        let zw = naive_matmul(&x, &wt, rows, inp, out);
+        let zabs = naive_matmul(&abs(&x), &abs(&wt), rows, inp, out);
+        let want_z = reference::linear_act_forward(&zw, out, Some(&b), Activation::Identity);
+        let want_y = reference::linear_act_forward(&zw, out, Some(&b), act);
+        for i in 0..z.len() {
+            let tz = 2.0 * inp as f64 * eps * zabs[i] + 2.0 * eps * want_z[i].abs();
+            prop_assert!((z[i] - want_z[i]).abs() <= tz, "z[{}]", i);
+            let ty = 1.1 * tz + 8.0 * eps * (want_y[i].abs() + 1.0);
+            prop_assert!((y[i] - want_y[i]).abs() <= ty, "y[{}]", i);
+        }
+        let mut g = dy.clone();
+        let (mut dx, mut dw, mut db) = (vec![0.0; rows * inp], vec![0.0; out * inp], vec![0.0; out]);
+        kernels::linear::linear_backward(geom, &x, &w, Some(&z), act, &mut g, Some(&mut dx), Some(&mut dw), Some(&mut db));
+        // dz from the kernel's own z: the pointwise half is exact against the reference in f64.
+        let (want_dz, want_db) = reference::linear_act_backward(&z, &dy, out, act);
+        prop_assert_eq!(bits(&g), bits(&want_dz));
+        prop_assert_eq!(bits(&db), bits(&want_db));
+        let want_dx = naive_matmul(&g, &w, rows, out, inp);
+        let abs_dx = naive_matmul(&abs(&g), &abs(&w), rows, out, inp);
+        for i in 0..dx.len() {
+            prop_assert!((dx[i] - want_dx[i]).abs() <= 2.0 * out as f64 * eps * abs_dx[i], "dx[{}]", i);
+        }
+        let gt = transpose(&g, rows, out);
+        let want_dw = naive_matmul(&gt, &x, out, rows, inp);
+        let abs_dw = naive_matmul(&abs(&gt), &abs(&x), out, rows, inp);
+        for i in 0..dw.len() {
+            prop_assert!((dw[i] - want_dw[i]).abs() <= 2.0 * rows as f64 * eps * abs_dw[i], "dW[{}]", i);
+        }
+    }
+}
+
+/// The branch-free `sin_cos` against the standard library's `sin` and `cos` (within one ulp,
+/// ≤ ε, of the exact values): |Δ| <= 6 ε (the kernel's bound, module `trig`) + ε, on a dense
+/// sweep of [-2000, 2000] (beyond the time embeddings' 1000), the points k π/4 where the
+/// reduction switches quadrant, and random arguments up to `MAX_ARG`; SIMD and portable
+/// loops agree bit for bit.
+#[test]
+fn sin_cos_matches_std() {
+    use scoresde::engine::kernels::trig::{sin_cos, sin_cos_slice, MAX_ARG};
+    let mut xs: Vec<f64> = (0..=1_000_000)
+        .map(|i| -2000.0 + 4000.0 * i as f64 / 1e6)
+        .collect();
+    for k in (-3000i32..=3000).filter(|&k| k != 0) {
+        let c = k as f64 * std::f64::consts::FRAC_PI_4;
+        xs.extend([
+            c,
+            f64::from_bits(c.to_bits() + 1),
+            f64::from_bits(c.to_bits().wrapping_sub(1)),
+        ]);
+    }
+    let mut r = ChaCha8Rng::seed_from_u64(3);
+    xs.extend((0..100_000).map(|_| (r.random::<f64>() * 2.0 - 1.0) * MAX_ARG));
+    let (mut s, mut c) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+    sin_cos_slice(&xs, &mut s, &mut c);
+    let tol = 7.0 * f64::EPSILON;
+    for (i, &x) in xs.iter().enumerate() {
+        let (ps, pc) = sin_cos(x);
+        assert_eq!(
+            (ps.to_bits(), pc.to_bits()),
+            (s[i].to_bits(), c[i].to_bits())
+        );
+        let e = (s[i] - x.sin()).abs().max((c[i] - x.cos()).abs());
+        assert!(
+            e <= tol,
+            "x = {x:e}: sin {} vs {}, cos {} vs {}",
+            s[i],
+            x.sin(),
+            c[i],
+            x.cos()
+        );
+    }
+}
+
+/// The sinusoidal embedding in f32 equals the standard library's `sin`/`cos` rounded to f32
+/// up to one f32 ulp (the two f64 values differ by at most 7 ε_f64, so they round to different
+/// f32 only when within that of a rounding boundary), and almost always exactly.
+#[test]
+fn sinusoidal_embedding_matches_std_sin_cos() {
+    let t: Vec<f64> = (0..4096)
+        .map(|i| 1000.0 * (i as f64 + 0.5) / 4096.0)
+        .collect();
+    let e = scoresde::engine::sinusoidal_embedding::<f32>(&t, 16).unwrap();
+    let half = 8;
+    let freqs: Vec<f64> = (0..half)
+        .map(|k| (-(10000f64.ln()) * k as f64 / (half - 1) as f64).exp())
+        .collect();
+    let mut differ = 0;
+    for (i, &ti) in t.iter().enumerate() {
+        for (k, f) in freqs.iter().enumerate() {
+            for (got, want) in [
+                (e.as_slice()[i * 16 + k], (ti * f).sin() as f32),
+                (e.as_slice()[i * 16 + half + k], (ti * f).cos() as f32),
+            ] {
+                let ulps = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+                assert!(ulps <= 1, "t = {ti}, f = {f}: {got} vs {want}");
+                differ += (ulps != 0) as usize;
+            }
+        }
+    }
+    assert!(differ <= 4, "{differ} of 65536 entries differ");
 }

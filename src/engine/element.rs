@@ -138,8 +138,13 @@ pub fn exp_f32(x: f32) -> f32 {
     const L_LO: f32 = -2.121_944_4e-4; // ln 2 - 355/512
                                        // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
+    // The exponent `n` as an integer comes from the bits of `x log2(e) + ROUND` (for
+    // `|n| < 2^22` they are those of ROUND plus `n`), not from a float-to-int cast: Rust's
+    // saturating `as i32` does not vectorise.
+    const ROUND_BITS: i32 = 0x4B40_0000;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * L_HI) - n * L_LO;
     let mut p = 1.0 / 5040.0;
     p = p * r + 1.0 / 720.0;
@@ -149,13 +154,8 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    // `n` lies in [-126, 127] unless `x` is NaN; the min/max map NaN to an in-range value
-    // (the NaN still propagates through `r`), so the unchecked conversion, which unlike
-    // `as` keeps the loop vectorised, is always in range.
-    #[allow(clippy::manual_clamp)] // clamp would keep the NaN
-    let n_int = n.max(-127.0).min(127.0);
-    // SAFETY: `n_int` is finite and within i32 (see above).
-    let scale = f32::from_bits(((unsafe { n_int.to_int_unchecked::<i32>() } + 127) as u32) << 23);
+    let ni = shifted.to_bits() as i32 - ROUND_BITS;
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
     p * scale
 }
 // ANCHOR_END: exp_f32

@@ -3,6 +3,7 @@
 use ndarray::{ArrayD, IxDyn};
 
 use super::element::Element;
+use super::kernels;
 use super::tensor::Tensor;
 use crate::error::{Error, Result};
 use crate::rng;
@@ -26,24 +27,31 @@ pub fn sinusoidal_embedding<E: Element>(t: &[f64], dim: usize) -> Result<Tensor<
 }
 // ANCHOR_END: sinusoidal
 
-/// `[sin(t f_k)_k, cos(t f_k)_k]` for every `t`.
+/// `[sin(t f_k)_k, cos(t f_k)_k]` for every `t`, through the vectorised
+/// [`kernels::trig::sin_cos_slice`] (within 6 ε_f64 of the exact values, so the `f32` entries
+/// are the correctly rounded ones but for arguments within 6 ε_f64 of a rounding boundary);
+/// arguments beyond its range take the standard library's `sin` and `cos`.
 fn rows<E: Element>(t: &[f64], freqs: &[f64]) -> Result<Tensor<E>> {
     let half = freqs.len();
-    let mut out = Vec::with_capacity(t.len() * 2 * half);
-    for &ti in t {
-        if !ti.is_finite() {
-            return Err(Error::NonFinite(format!("embedding time {ti}")));
+    if let Some(ti) = t.iter().find(|ti| !ti.is_finite()) {
+        return Err(Error::NonFinite(format!("embedding time {ti}")));
+    }
+    let x: Vec<f64> = t
+        .iter()
+        .flat_map(|&ti| freqs.iter().map(move |f| ti * f))
+        .collect();
+    let (mut sin, mut cos) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    if x.iter().all(|v| v.abs() <= kernels::trig::MAX_ARG) {
+        kernels::trig::sin_cos_slice(&x, &mut sin, &mut cos);
+    } else {
+        for ((v, s), c) in x.iter().zip(&mut sin).zip(&mut cos) {
+            (*s, *c) = (v.sin(), v.cos());
         }
-        out.extend(
-            freqs
-                .iter()
-                .map(|f| <E as Element>::from_f64((ti * f).sin())),
-        );
-        out.extend(
-            freqs
-                .iter()
-                .map(|f| <E as Element>::from_f64((ti * f).cos())),
-        );
+    }
+    let mut out = Vec::with_capacity(t.len() * 2 * half);
+    for (s, c) in sin.chunks(half.max(1)).zip(cos.chunks(half.max(1))) {
+        out.extend(s.iter().map(|&v| <E as Element>::from_f64(v)));
+        out.extend(c.iter().map(|&v| <E as Element>::from_f64(v)));
     }
     Ok(Tensor::constant(
         ArrayD::from_shape_vec(IxDyn(&[t.len(), 2 * half]), out).expect("sized"),

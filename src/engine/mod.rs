@@ -5,7 +5,7 @@
 //! parameters as leaves with [`Graph::param`], run the forward pass with the graph's ops,
 //! call [`Graph::backward`] on the loss, and read gradients by [`ParamId`] from [`Grads`].
 
-pub mod allocator;
+pub mod alloc;
 #[cfg(feature = "checkpoint")]
 pub mod checkpoint;
 pub mod element;

@@ -15,7 +15,7 @@ pub(crate) const CHUNK: usize = 1 << 12;
 /// `f` applied to every element of a standard-layout array.
 /// `vec![E::zero(); len]`, with the zeros written by the rayon pool when `len` is large.
 /// Output buffers of the big ops are allocated this way: the allocator hands back recycled
-/// memory (see `engine::allocator`), which `vec!` would clear on the calling thread alone,
+/// memory (see `engine::alloc`), which `vec!` would clear on the calling thread alone,
 /// a serial section of about a millisecond per 12 MB buffer.
 pub(crate) fn zeros<E: Element>(len: usize) -> Vec<E> {
     if len < PAR_MIN {

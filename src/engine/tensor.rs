@@ -215,6 +215,19 @@ impl<E: Element> ParamStore<E> {
             .map(|(i, v)| (ParamId(i), self.names[i].as_str(), &**v))
     }
 
+    /// Mutable access to every parameter whose id `pick` accepts, in id order (copying only
+    /// those a live graph still shares).
+    pub(crate) fn values_mut_where(
+        &mut self,
+        pick: impl Fn(ParamId) -> bool,
+    ) -> impl Iterator<Item = (ParamId, &mut ArrayD<E>)> {
+        self.values
+            .iter_mut()
+            .enumerate()
+            .filter(move |(i, _)| pick(ParamId(*i)))
+            .map(|(i, v)| (ParamId(i), Arc::make_mut(v)))
+    }
+
     pub(crate) fn shared(&self, id: ParamId) -> Arc<ArrayD<E>> {
         Arc::clone(&self.values[id.0])
     }

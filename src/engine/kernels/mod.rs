@@ -8,13 +8,16 @@ pub mod activation;
 pub mod conv;
 pub mod conv3x3;
 pub mod group_norm;
+pub mod linear;
 pub mod reduce;
 pub mod reference;
+pub mod trig;
 pub mod upsample;
 
 pub use activation::{silu_backward, silu_forward};
 pub use conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
 pub use group_norm::{group_norm_backward, group_norm_forward, Activation, GroupNormGeom};
+pub use linear::{linear_act_backward, linear_act_forward};
 pub use reduce::bias_grad;
 pub use upsample::{upsample_nearest2x_backward, upsample_nearest2x_forward};
 

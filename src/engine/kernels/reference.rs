@@ -301,3 +301,51 @@ pub fn group_norm_backward<E: Element>(
         }
     }
 }
+
+/// Forward half of a fused linear layer: `out[r, j] = act(z[r, j] + bias[j])` for a row-major
+/// `z` with `cols` columns; `bias` absent means zero.
+pub fn linear_act_forward<E: Element>(
+    z: &[E],
+    cols: usize,
+    bias: Option<&[E]>,
+    act: super::Activation,
+) -> Vec<E> {
+    let mut out = Vec::with_capacity(z.len());
+    for (i, &v) in z.iter().enumerate() {
+        let s = match bias {
+            Some(b) => v + b[i % cols],
+            None => v,
+        };
+        out.push(match act {
+            super::Activation::Identity => s,
+            super::Activation::Silu => s / (E::one() + (-s).exp()),
+        });
+    }
+    out
+}
+
+/// Backward half of a fused linear layer: `dz[r, j] = dy[r, j] act'(z[r, j])` with
+/// `silu'(z) = σ(z)(1 + z(1 − σ(z)))`, and `db[j] = Σ_r dz[r, j]` (rows in order).
+pub fn linear_act_backward<E: Element>(
+    z: &[E],
+    dy: &[E],
+    cols: usize,
+    act: super::Activation,
+) -> (Vec<E>, Vec<E>) {
+    assert_eq!(z.len(), dy.len());
+    let mut dz = Vec::with_capacity(z.len());
+    for (&v, &d) in z.iter().zip(dy) {
+        dz.push(match act {
+            super::Activation::Identity => d,
+            super::Activation::Silu => {
+                let s = E::one() / (E::one() + (-v).exp());
+                d * (s * (E::one() + v * (E::one() - s)))
+            }
+        });
+    }
+    let mut db = vec![E::zero(); cols];
+    for (i, &v) in dz.iter().enumerate() {
+        db[i % cols] += v;
+    }
+    (dz, db)
+}

@@ -4,6 +4,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::init::fan_avg_uniform;
 use super::join;
+use crate::engine::kernels::Activation;
 use crate::engine::{Element, Graph, ParamId, ParamStore, Tensor};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -62,6 +63,20 @@ impl Linear {
         let w = g.param(store, self.weight);
         let b = g.param(store, self.bias);
         g.linear(x, &w, Some(&b))
+    }
+
+    /// `act(x Wᵀ + b)` as the single fused op [`Graph::linear_act`] (the same numbers as
+    /// [`Linear::forward`] followed by the activation).
+    pub fn forward_act<E: Element>(
+        &self,
+        g: &mut Graph<E>,
+        store: &ParamStore<E>,
+        x: &Tensor<E>,
+        act: Activation,
+    ) -> Result<Tensor<E>> {
+        let w = g.param(store, self.weight);
+        let b = g.param(store, self.bias);
+        g.linear_act(x, &w, Some(&b), act)
     }
 }
 

@@ -2,6 +2,7 @@
 //! width and depth.
 
 use super::layers::Linear;
+use crate::engine::kernels::Activation;
 use crate::engine::{sinusoidal_embedding, Element, Graph, ParamStore, Tensor};
 use crate::error::{Error, Result};
 use crate::rng;
@@ -113,10 +114,12 @@ impl MlpScoreNet {
         let mut h = g.concat(&[x, &e], 1)?;
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
-            h = l.forward(g, store, &h)?;
-            if i != last {
-                h = g.silu(&h);
-            }
+            let act = if i != last {
+                Activation::Silu
+            } else {
+                Activation::Identity
+            };
+            h = l.forward_act(g, store, &h, act)?;
         }
         Ok(h)
     }

@@ -2,6 +2,7 @@
 //! forward rule next to its backward rule.
 
 pub mod conv;
+pub mod linear;
 pub mod matmul;
 pub mod nn;
 pub mod norm;

@@ -31,6 +31,12 @@ struct SumBack {
 
 impl<E: Element> Backward<E> for SumBack {
     fn backward(self: Box<Self>, g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        if g.len() == 1 {
+            // The gradient of a full sum (a loss): one value everywhere, without a broadcast
+            // view's element-by-element copy.
+            let v = g.iter().next().copied().expect("one element");
+            return vec![Some(ArrayD::from_elem(IxDyn(&self.in_shape), v))];
+        }
         let g = g
             .into_shape_with_order(IxDyn(&self.keep_shape))
             .expect("same size");
