@@ -319,6 +319,30 @@ fn conv_per_image_bias_matches_reference() {
     }
 }
 
+/// The allocating entry points (`conv2d_forward_alloc`, `conv2d_backward_input_alloc`, which
+/// skip the zero fill on the direct path) give the same bits as the in-place kernels, on
+/// the direct 3×3 path and on the GEMM path, so every element of the new buffer was written.
+#[test]
+fn conv_alloc_variants_equal_in_place_kernels() {
+    for g in [
+        Conv2dGeom::new(3, 5, 9, 7, 11, 3, 3, 1, 1).unwrap(),
+        Conv2dGeom::new(3, 5, 9, 7, 11, 3, 3, 2, 1).unwrap(),
+        Conv2dGeom::new(2, 4, 1, 1, 3, 3, 3, 1, 1).unwrap(),
+    ] {
+        let c = ConvCase::new(&g, 3);
+        let f = |v: &[f64]| as_f32(v).0;
+        let (x, w, b, dy) = (f(&c.x), f(&c.w), f(&c.b), f(&c.dy));
+        let mut y = vec![f32::NAN; g.y_len()];
+        kernels::conv2d_forward(&g, &x, &w, Some(&b), &mut y);
+        let ya = kernels::conv::conv2d_forward_alloc(&g, &x, &w, Some(&b));
+        assert_eq!(bits(&ya), bits(&y), "{g:?} forward");
+        let mut dx = vec![f32::NAN; g.x_len()];
+        kernels::conv2d_backward_input(&g, &dy, &w, &mut dx);
+        let dxa = kernels::conv::conv2d_backward_input_alloc(&g, &dy, &w);
+        assert_eq!(bits(&dxa), bits(&dx), "{g:?} input gradient");
+    }
+}
+
 /// The comparison above has teeth: a "convolution" that flips the kernel (true convolution
 /// instead of the cross-correlation that PyTorch and the reference compute) is rejected.
 #[test]

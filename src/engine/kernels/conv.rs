@@ -427,3 +427,53 @@ pub fn conv2d_backward_weight<E: Element>(
     }
     conv2d_backward_weight_gemm(g, x, dy, dw, dbias)
 }
+
+/// A new `y` of [`conv2d_forward`]: on the direct path the kernel writes every element into
+/// fresh memory, with no zero fill first; elsewhere a zeroed buffer is overwritten.
+pub fn conv2d_forward_alloc<E: Element>(
+    g: &Conv2dGeom,
+    x: &[E],
+    w: &[E],
+    bias: Option<&[E]>,
+) -> Vec<E> {
+    let len = g.y_len();
+    if uses_direct::<E>(g) {
+        check(g, x.len(), w.len(), len);
+        let mut y: Vec<E> = Vec::with_capacity(len);
+        let b = bias.map(|b| as_f32(b).unwrap());
+        let (xf, wf) = (as_f32(x).unwrap(), as_f32(w).unwrap());
+        // SAFETY: `E` is `f32` (`uses_direct`), so the spare capacity is `len` slots of f32.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(y.spare_capacity_mut().as_mut_ptr().cast(), len)
+        };
+        conv3x3::forward_uninit(g, xf, wf, b, out);
+        // SAFETY: `forward_uninit` wrote all `len` elements.
+        unsafe { y.set_len(len) };
+        return y;
+    }
+    let mut y = crate::engine::par::zeros(len);
+    conv2d_forward_gemm(g, x, w, bias, &mut y);
+    y
+}
+
+/// A new `dx` of [`conv2d_backward_input`], written without a zero fill on the direct path
+/// (as [`conv2d_forward_alloc`]).
+pub fn conv2d_backward_input_alloc<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E]) -> Vec<E> {
+    let len = g.x_len();
+    if uses_direct::<E>(g) {
+        check(g, len, w.len(), dy.len());
+        let mut dx: Vec<E> = Vec::with_capacity(len);
+        let (dyf, wf) = (as_f32(dy).unwrap(), as_f32(w).unwrap());
+        // SAFETY: as in `conv2d_forward_alloc`.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(dx.spare_capacity_mut().as_mut_ptr().cast(), len)
+        };
+        conv3x3::backward_input_uninit(g, dyf, wf, out);
+        // SAFETY: `backward_input_uninit` wrote all `len` elements.
+        unsafe { dx.set_len(len) };
+        return dx;
+    }
+    let mut dx = crate::engine::par::zeros(len);
+    conv2d_backward_input_gemm(g, dy, w, &mut dx);
+    dx
+}

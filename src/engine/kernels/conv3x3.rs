@@ -26,6 +26,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::reduce::reduce_in_order;
@@ -273,7 +275,7 @@ fn correlate(
     src: &[f32],
     wp: &[f32],
     bias: Option<&[f32]>,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) {
     let hw = lay.h * lay.w;
     let (in_img, out_img) = (k_in * hw, k_out * hw);
@@ -304,12 +306,19 @@ fn correlate(
                         let row = &plane[i * lay.s..i * lay.s + lay.w];
                         let out = &mut d[o * hw + i * lay.w..o * hw + (i + 1) * lay.w];
                         for (y, &v) in out.iter_mut().zip(row) {
-                            *y = v + b;
+                            y.write(v + b);
                         }
                     }
                 }
             },
         );
+}
+
+/// Initialised memory viewed as possibly uninitialised (sound: same layout, and the kernels
+/// only write valid values).
+fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: see above.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
 }
 
 fn check(g: &Conv2dGeom) {
@@ -328,6 +337,17 @@ fn check(g: &Conv2dGeom) {
 /// If `g` is not such a convolution, if the CPU lacks AVX-512F ([`available`]), or on
 /// slice lengths that do not match `g`.
 pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    forward_uninit(g, x, w, bias, as_uninit(y))
+}
+
+/// [`forward`] into memory that need not be initialised: every element of `y` is written.
+pub fn forward_uninit(
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+) {
     check(g);
     assert_eq!(w.len(), g.w_len(), "conv3x3: weight length");
     if let Some(b) = bias {
@@ -346,6 +366,12 @@ pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &m
 /// # Panics
 /// As [`forward`].
 pub fn backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    backward_input_uninit(g, dy, w, as_uninit(dx))
+}
+
+/// [`backward_input`] into memory that need not be initialised: every element of `dx` is
+/// written.
+pub fn backward_input_uninit(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit<f32>]) {
     check(g);
     assert_eq!(w.len(), g.w_len(), "conv3x3: weight length");
     let lay = Layout::new(g.h, g.w);

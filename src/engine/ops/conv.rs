@@ -30,8 +30,8 @@ impl<E: Element> Backward<E> for Conv2dBack<E> {
         let geom = &self.geom;
         let dy = g.as_slice().unwrap();
         let dx = needs[0].then(|| {
-            let mut dx = crate::engine::par::zeros(geom.x_len());
-            kernels::conv2d_backward_input(geom, dy, self.w.as_slice().unwrap(), &mut dx);
+            let dx =
+                kernels::conv::conv2d_backward_input_alloc(geom, dy, self.w.as_slice().unwrap());
             ArrayD::from_shape_vec(self.x.raw_dim(), dx).unwrap()
         });
         let want_b = self.has_bias && needs[2];
@@ -116,13 +116,11 @@ impl<E: Element> Graph<E> {
             stride,
             pad,
         };
-        let mut y = crate::engine::par::zeros(geom.y_len());
-        kernels::conv2d_forward(
+        let y = kernels::conv::conv2d_forward_alloc(
             &geom,
             x.as_slice(),
             w.as_slice(),
             bias.map(|b| b.as_slice()),
-            &mut y,
         );
         let y = ArrayD::from_shape_vec(IxDyn(&[n, c_out, geom.h_out(), geom.w_out()]), y).unwrap();
         let rule = Conv2dBack {
