@@ -52,6 +52,18 @@ unsafe fn silu_backward_chunk_avx2<E: Element>(x: &[E], dy: &[E], dx: &mut [E]) 
     silu_backward_chunk(x, dy, dx)
 }
 
+/// `true` when the AVX-512 variants (compiled with AVX-512F, AVX2 and FMA) may run.
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2_fma() && is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `true` when the AVX2 + FMA variants may run (runtime detection; `false` off x86-64).
 pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use super::activation::{has_avx2_fma, silu, silu_derivative};
+use super::activation::{has_avx2_fma, has_avx512, silu, silu_derivative};
 use super::reduce::{lane_sum, reduce_in_order, slice_sum};
 use crate::engine::element::Element;
 use crate::error::{Error, Result};
@@ -125,6 +125,7 @@ pub fn group_norm_forward_with<E: Element>(
     }
     let inv_l = E::one() / E::from_usize(l).expect("group size fits the element type");
     let avx = simd && has_avx2_fma();
+    let avx512 = simd && has_avx512();
     y.par_chunks_mut(l)
         .zip(x.par_chunks(l))
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
@@ -133,12 +134,18 @@ pub fn group_norm_forward_with<E: Element>(
             let c0 = (ng % g.groups) * cg;
             let (ga, be) = (&gamma[c0..c0 + cg], &beta[c0..c0 + cg]);
             #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                // SAFETY: AVX-512F, AVX2 and FMA were detected at run time.
+                (*mu, *rs) = unsafe { forward_group_avx512(act, eps, inv_l, g.hw, xg, ga, be, yg) };
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
             if avx {
                 // SAFETY: AVX2 and FMA were detected at run time.
                 (*mu, *rs) = unsafe { forward_group_avx2(act, eps, inv_l, g.hw, xg, ga, be, yg) };
                 return;
             }
-            let _ = avx;
+            let _ = (avx, avx512);
             (*mu, *rs) = forward_group(act, eps, inv_l, g.hw, xg, ga, be, yg);
         });
 }
@@ -192,6 +199,26 @@ fn forward_group<E: Element>(
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_group_avx2<E: Element>(
+    act: Activation,
+    eps: E,
+    inv_l: E,
+    hw: usize,
+    xg: &[E],
+    gamma: &[E],
+    beta: &[E],
+    yg: &mut [E],
+) -> (E, E) {
+    forward_group(act, eps, inv_l, hw, xg, gamma, beta, yg)
+}
+
+/// [`forward_group`] compiled for AVX-512 (16 wide for `f32`; same operations, same bits).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_group_avx512<E: Element>(
     act: Activation,
     eps: E,
     inv_l: E,
@@ -262,6 +289,7 @@ pub fn group_norm_backward_with<E: Element>(
     let mut pg = vec![E::zero(); g.n * g.c];
     let mut pb = vec![E::zero(); g.n * g.c];
     let avx = simd && has_avx2_fma();
+    let avx512 = simd && has_avx512();
     dx.par_chunks_mut(l)
         .zip(x.par_chunks(l).zip(dy.par_chunks(l)))
         .zip(pg.par_chunks_mut(cg).zip(pb.par_chunks_mut(cg)))
@@ -277,11 +305,16 @@ pub fn group_norm_backward_with<E: Element>(
                 r: rstd[ng],
             };
             #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                // SAFETY: AVX-512F, AVX2 and FMA were detected at run time.
+                return unsafe { backward_group_avx512(&blk, xg, dyg, ga, be, dxg, pgg, pbg) };
+            }
+            #[cfg(target_arch = "x86_64")]
             if avx {
                 // SAFETY: AVX2 and FMA were detected at run time.
                 return unsafe { backward_group_avx2(&blk, xg, dyg, ga, be, dxg, pgg, pbg) };
             }
-            let _ = avx;
+            let _ = (avx, avx512);
             backward_group(&blk, xg, dyg, ga, be, dxg, pgg, pbg)
         });
     reduce_in_order(&pg, dgamma);
@@ -360,6 +393,26 @@ fn backward_group<E: Element>(
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn backward_group_avx2<E: Element>(
+    b: &BackBlock<E>,
+    xg: &[E],
+    dyg: &[E],
+    gamma: &[E],
+    beta: &[E],
+    dxg: &mut [E],
+    pg: &mut [E],
+    pb: &mut [E],
+) {
+    backward_group(b, xg, dyg, gamma, beta, dxg, pg, pb)
+}
+
+/// [`backward_group`] compiled for AVX-512 (same operations, same bits).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_group_avx512<E: Element>(
     b: &BackBlock<E>,
     xg: &[E],
     dyg: &[E],
