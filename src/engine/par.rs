@@ -30,16 +30,37 @@ pub(crate) fn zeros<E: Element>(len: usize) -> Vec<E> {
     v
 }
 
+/// A new vector of `len` elements written chunk by chunk by `fill(start, chunk)`, which must
+/// write every slot of the chunk of elements `start .. start + chunk.len()`; chunks run on
+/// the rayon pool (large `len`) or on this thread. No zero fill first.
+fn from_chunks<E: Element>(
+    len: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<E>]) + Sync,
+) -> Vec<E> {
+    let mut out: Vec<E> = Vec::with_capacity(len);
+    let slots = &mut out.spare_capacity_mut()[..len];
+    if len >= PAR_MIN {
+        slots
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(k, o)| fill(k * CHUNK, o));
+    } else {
+        fill(0, slots);
+    }
+    // SAFETY: `fill` wrote every one of the `len` slots (the callers below write each slot of
+    // their chunk exactly once, zipping it with input slices of the same length).
+    unsafe { out.set_len(len) };
+    out
+}
+
 pub(crate) fn map<E: Element>(x: &ArrayD<E>, f: impl Fn(E) -> E + Sync) -> ArrayD<E> {
     let xs = x.as_slice().expect("standard layout");
-    let mut out = vec![E::zero(); xs.len()];
-    if xs.len() >= PAR_MIN {
-        out.par_chunks_mut(CHUNK)
-            .zip(xs.par_chunks(CHUNK))
-            .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, i)| *o = f(*i)));
-    } else {
-        out.iter_mut().zip(xs).for_each(|(o, i)| *o = f(*i));
-    }
+    let out = from_chunks(xs.len(), |at, o| {
+        let n = o.len();
+        for (o, x) in o.iter_mut().zip(&xs[at..at + n]) {
+            o.write(f(*x));
+        }
+    });
     ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length")
 }
 
@@ -49,25 +70,17 @@ pub(crate) fn map2<E: Element>(
     b: &ArrayD<E>,
     f: impl Fn(E, E) -> E + Sync,
 ) -> ArrayD<E> {
-    debug_assert_eq!(a.shape(), b.shape());
     let (xs, ys) = (
         a.as_slice().expect("standard layout"),
         b.as_slice().expect("standard layout"),
     );
-    let mut out = vec![E::zero(); xs.len()];
-    if xs.len() >= PAR_MIN {
-        out.par_chunks_mut(CHUNK)
-            .zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
-            .for_each(|(o, (x, y))| {
-                for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
-                    *o = f(*x, *y)
-                }
-            });
-    } else {
-        for ((o, x), y) in out.iter_mut().zip(xs).zip(ys) {
-            *o = f(*x, *y)
+    assert_eq!(xs.len(), ys.len(), "map2: lengths");
+    let out = from_chunks(xs.len(), |at, o| {
+        let n = o.len();
+        for ((o, x), y) in o.iter_mut().zip(&xs[at..at + n]).zip(&ys[at..at + n]) {
+            o.write(f(*x, *y));
         }
-    }
+    });
     ArrayD::from_shape_vec(a.raw_dim(), out).expect("same length")
 }
 
