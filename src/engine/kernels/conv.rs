@@ -15,10 +15,11 @@
 //! columns instead of `m` GEMMs with `P` (49 at 7×7, far too thin for the GEMM to run fast).
 
 use std::any::TypeId;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::reduce::{bias_grad, reduce_in_order};
+use super::reduce::{bias_grad, partial_chunk_len, reduce_in_order};
 use super::{conv3x3, Conv2dGeom};
 use crate::engine::element::{gemm_serial, Element};
 
@@ -276,18 +277,11 @@ pub fn conv2d_backward_input_gemm<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E],
         );
 }
 
-/// Number of images whose weight-gradient partials one task accumulates: a function of the
-/// batch size only (never of the thread count), so the reduction order is fixed.
-fn chunk_len(n: usize) -> usize {
-    const MAX_PARTIALS: usize = 16;
-    n.div_ceil(MAX_PARTIALS).max(1)
-}
-
 // ANCHOR: conv_backward_weight
 /// Gradients with respect to the weight and (optionally) the bias; overwrites both.
 /// Same contract as [`super::reference::conv2d_backward_weight`].
 ///
-/// The batch is cut into chunks of [`chunk_len`] images (a function of `n` alone); each chunk
+/// The batch is cut into chunks of [`partial_chunk_len`] images (a function of `n` alone); each chunk
 /// accumulates `Σ dy_n col_nᵀ` over its images in index order into its own partial, and the
 /// partials are added in chunk order. The bias gradient is [`bias_grad`], also fixed-order.
 pub fn conv2d_backward_weight_gemm<E: Element>(
@@ -309,7 +303,7 @@ pub fn conv2d_backward_weight_gemm<E: Element>(
         dw.fill(E::zero());
         return;
     }
-    let chunk = chunk_len(g.n);
+    let chunk = partial_chunk_len(g.n);
     let n_chunks = g.n.div_ceil(chunk);
     let wl = dw.len();
     let mut partials = vec![E::zero(); wl * n_chunks];
@@ -428,6 +422,25 @@ pub fn conv2d_backward_weight<E: Element>(
     conv2d_backward_weight_gemm(g, x, dy, dw, dbias)
 }
 
+/// A new vector of `len` elements of `E` (which must be `f32`) whose slots `write` fills as
+/// `f32`; `write` must write every slot, as [`conv3x3::forward_uninit`] and
+/// [`conv3x3::backward_input_uninit`] do.
+fn new_written_f32<E: Element>(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<E> {
+    assert_eq!(
+        TypeId::of::<E>(),
+        TypeId::of::<f32>(),
+        "new_written_f32: E is not f32"
+    );
+    let mut v: Vec<E> = Vec::with_capacity(len);
+    // SAFETY: `E` is `f32`, so the spare capacity is `len` slots of `f32`.
+    write(unsafe {
+        std::slice::from_raw_parts_mut(v.spare_capacity_mut().as_mut_ptr().cast(), len)
+    });
+    // SAFETY: `write` wrote all `len` slots (the contract above).
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// A new `y` of [`conv2d_forward`]: on the direct path the kernel writes every element into
 /// fresh memory, with no zero fill first; elsewhere a zeroed buffer is overwritten.
 pub fn conv2d_forward_alloc<E: Element>(
@@ -439,17 +452,9 @@ pub fn conv2d_forward_alloc<E: Element>(
     let len = g.y_len();
     if uses_direct::<E>(g) {
         check(g, x.len(), w.len(), len);
-        let mut y: Vec<E> = Vec::with_capacity(len);
         let b = bias.map(|b| as_f32(b).unwrap());
         let (xf, wf) = (as_f32(x).unwrap(), as_f32(w).unwrap());
-        // SAFETY: `E` is `f32` (`uses_direct`), so the spare capacity is `len` slots of f32.
-        let out = unsafe {
-            std::slice::from_raw_parts_mut(y.spare_capacity_mut().as_mut_ptr().cast(), len)
-        };
-        conv3x3::forward_uninit(g, xf, wf, b, out);
-        // SAFETY: `forward_uninit` wrote all `len` elements.
-        unsafe { y.set_len(len) };
-        return y;
+        return new_written_f32(len, |y| conv3x3::forward_uninit(g, xf, wf, b, y));
     }
     let mut y = crate::engine::par::zeros(len);
     conv2d_forward_gemm(g, x, w, bias, &mut y);
@@ -462,16 +467,8 @@ pub fn conv2d_backward_input_alloc<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E]
     let len = g.x_len();
     if uses_direct::<E>(g) {
         check(g, len, w.len(), dy.len());
-        let mut dx: Vec<E> = Vec::with_capacity(len);
         let (dyf, wf) = (as_f32(dy).unwrap(), as_f32(w).unwrap());
-        // SAFETY: as in `conv2d_forward_alloc`.
-        let out = unsafe {
-            std::slice::from_raw_parts_mut(dx.spare_capacity_mut().as_mut_ptr().cast(), len)
-        };
-        conv3x3::backward_input_uninit(g, dyf, wf, out);
-        // SAFETY: `backward_input_uninit` wrote all `len` elements.
-        unsafe { dx.set_len(len) };
-        return dx;
+        return new_written_f32(len, |dx| conv3x3::backward_input_uninit(g, dyf, wf, dx));
     }
     let mut dx = crate::engine::par::zeros(len);
     conv2d_backward_input_gemm(g, dy, w, &mut dx);

@@ -30,7 +30,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::reduce::reduce_in_order;
+use super::as_uninit;
+use super::reduce::{partial_chunk_len, reduce_in_order};
 use super::Conv2dGeom;
 
 /// Output channels per register tile of the correlation kernel.
@@ -314,13 +315,6 @@ fn correlate(
         );
 }
 
-/// Initialised memory viewed as possibly uninitialised (sound: same layout, and the kernels
-/// only write valid values).
-fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: see above.
-    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
-}
-
 fn check(g: &Conv2dGeom) {
     assert!(
         applies(g),
@@ -444,20 +438,13 @@ unsafe fn wgrad_block<const OV: usize>(
     }
 }
 
-/// Images per weight-gradient chunk: `n/16` rounded up (at most 16 partials), a function of
-/// the batch size alone, so the order of the final sum over chunks is fixed.
-fn chunk_len(n: usize) -> usize {
-    const MAX_PARTIALS: usize = 16;
-    n.div_ceil(MAX_PARTIALS).max(1)
-}
-
 // ANCHOR: conv3x3_backward_weight
 /// Weight gradient `dw[o,c,a,b] = Σ_{n,i,j} dy[n,o,i,j] x[n,c,i+a-1,j+b-1]`; overwrites `dw`.
 ///
 /// The output gradient is transposed to `dyt[n, i·w+j, o]` (channels padded to a multiple
 /// of 16), so that 16 output channels share a vector: for every position, a tile of
 /// `9 taps × OV vectors` adds `x[c, tap] · dyt[position, o..o+16]`, the input value
-/// broadcast. The batch is cut into chunks of [`chunk_len`] images; each lane sums its
+/// broadcast. The batch is cut into chunks of [`partial_chunk_len`] images; each lane sums its
 /// chunk's images and positions in order, and the chunk partials are added in chunk order.
 /// (The bias gradient is [`super::bias_grad`].)
 ///
@@ -474,7 +461,7 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         dw.fill(0.0);
         return;
     }
-    let chunk = chunk_len(n);
+    let chunk = partial_chunk_len(n);
     let n_chunks = n.div_ceil(chunk);
     let wl = dw.len();
     let mut partials = crate::engine::par::zeros::<f32>(wl * n_chunks);

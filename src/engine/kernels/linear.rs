@@ -16,18 +16,11 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::activation::{has_avx2_fma, silu, silu_derivative};
-use super::Activation;
+use super::{as_uninit, Activation};
 use crate::engine::element::Element;
 
 /// Elements per parallel task; below two tasks' worth everything stays on one thread.
 const TASK: usize = 1 << 14;
-
-/// Initialised memory viewed as possibly uninitialised, for the kernels that only write their
-/// outputs (sound: `MaybeUninit<E>` has the layout of `E`, and only valid values are written).
-fn as_uninit<E>(s: &mut [E]) -> &mut [MaybeUninit<E>] {
-    // SAFETY: see above.
-    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
-}
 
 /// # Safety
 /// Every element of `s` must have been written.

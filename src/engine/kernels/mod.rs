@@ -23,6 +23,13 @@ pub use upsample::{upsample_nearest2x_backward, upsample_nearest2x_forward};
 
 use crate::error::{Error, Result};
 
+/// Initialised memory viewed as possibly uninitialised, for the kernels that only write their
+/// outputs (sound: `MaybeUninit<E>` has the layout of `E`, and only valid values are written).
+pub(crate) fn as_uninit<E>(s: &mut [E]) -> &mut [std::mem::MaybeUninit<E>] {
+    // SAFETY: see above.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
+}
+
 /// The bias of output channel `o` in image `img`. A convolution's bias holds one value per
 /// output channel (`c_out` values) or one per image and output channel (`n·c_out`,
 /// image-major; for example a per-image time embedding folded into the bias). With one image

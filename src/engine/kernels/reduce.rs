@@ -49,6 +49,14 @@ pub fn bias_grad<E: Element>(dy: &[E], n: usize, c: usize, hw: usize, db: &mut [
 }
 // ANCHOR_END: bias_grad
 
+/// Images per weight-gradient partial in the convolutions: `n/16` rounded up (at most 16
+/// partials), a function of the batch size alone (never of the thread count), so the sum of
+/// the partials in [`reduce_in_order`] has a fixed order.
+pub fn partial_chunk_len(n: usize) -> usize {
+    const MAX_PARTIALS: usize = 16;
+    n.div_ceil(MAX_PARTIALS).max(1)
+}
+
 /// `out[k] = Σ x[k·len .. (k+1)·len]` for each plane `k` ([`slice_sum`] order), planes in
 /// parallel: the gradient of a bias held per image and channel.
 pub fn plane_sums<E: Element>(x: &[E], len: usize, out: &mut [E]) {
