@@ -20,8 +20,7 @@ struct Conv2dBack<E: Element> {
     geom: Conv2dGeom,
     x: Arc<ArrayD<E>>,
     w: Arc<ArrayD<E>>,
-    has_bias: bool,
-    /// `[C_out]`, or `[N, C_out]` for a bias per image.
+    /// `[C_out]`, `[N, C_out]` for a bias per image, or empty without a bias.
     bias_shape: Vec<usize>,
 }
 
@@ -34,7 +33,8 @@ impl<E: Element> Backward<E> for Conv2dBack<E> {
                 kernels::conv::conv2d_backward_input_alloc(geom, dy, self.w.as_slice().unwrap());
             ArrayD::from_shape_vec(self.x.raw_dim(), dx).unwrap()
         });
-        let want_b = self.has_bias && needs[2];
+        let has_bias = !self.bias_shape.is_empty();
+        let want_b = has_bias && needs[2];
         // A per-image bias `[N, C_out]` has the plane sums of `dy` as its gradient.
         let per_image = self.bias_shape.len() == 2;
         let mut db = crate::engine::par::zeros(if per_image { geom.n } else { 1 } * geom.c_out);
@@ -56,7 +56,7 @@ impl<E: Element> Backward<E> for Conv2dBack<E> {
         };
         let db = want_b.then(|| ArrayD::from_shape_vec(IxDyn(&self.bias_shape), db).unwrap());
         let mut out = vec![dx, dw];
-        if self.has_bias {
+        if has_bias {
             out.push(db);
         }
         out
@@ -127,7 +127,6 @@ impl<E: Element> Graph<E> {
             geom,
             x: Arc::clone(&x.value),
             w: Arc::clone(&w.value),
-            has_bias: bias.is_some(),
             bias_shape: bias.map_or(vec![], |b| b.shape().to_vec()),
         };
         Ok(match bias {
