@@ -46,6 +46,10 @@ pub fn add(name: &str, secs: f64) {
     e.1 += 1;
 }
 
+/// Prefix of a detail entry: a part of an op's time (one kernel of a convolution, say),
+/// listed in the table under its op but left out of the total, which it would count twice.
+pub const DETAIL: &str = "  ";
+
 /// Runs `f`, charging its wall time to `name` when profiling is on.
 pub fn time<T>(name: &str, f: impl FnOnce() -> T) -> T {
     if !enabled() {
@@ -79,7 +83,11 @@ pub fn entries() -> Vec<(String, f64, u64)> {
 /// A table of the profile: name, total seconds, share of the total, calls, ms per call.
 pub fn report() -> String {
     let v = entries();
-    let total: f64 = v.iter().map(|e| e.1).sum();
+    let total: f64 = v
+        .iter()
+        .filter(|e| !e.0.starts_with(DETAIL))
+        .map(|e| e.1)
+        .sum();
     let mut s = format!(
         "{:<28} {:>9} {:>6} {:>7} {:>9}\n",
         "op", "total s", "%", "calls", "ms/call"

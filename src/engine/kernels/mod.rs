@@ -115,6 +115,13 @@ impl Conv2dGeom {
             pad,
         })
     }
+    /// A short name of the shape for profiles: `3x3/s1 64x32x28x28->64`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}x{}/s{} {}x{}x{}x{}->{}",
+            self.kh, self.kw, self.stride, self.n, self.c_in, self.h, self.w, self.c_out
+        )
+    }
     /// Multiply-adds times two: the floating-point operations of the forward pass (and of
     /// each of the two backward passes).
     pub fn flops(&self) -> u64 {

@@ -24,13 +24,25 @@ struct Conv2dBack<E: Element> {
     bias_shape: Vec<usize>,
 }
 
+/// Runs one convolution kernel, charged in profiles to a detail entry named after the shape
+/// and the pass (`SCORESDE_PROFILE`, [`crate::engine::profile::DETAIL`]).
+fn detail<T>(geom: &Conv2dGeom, pass: &str, f: impl FnOnce() -> T) -> T {
+    use crate::engine::profile;
+    if !profile::enabled() {
+        return f();
+    }
+    let name = format!("{}conv {} {pass}", profile::DETAIL, geom.label());
+    profile::time(&name, f)
+}
+
 impl<E: Element> Backward<E> for Conv2dBack<E> {
     fn backward(self: Box<Self>, g: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>> {
         let geom = &self.geom;
         let dy = g.as_slice().unwrap();
         let dx = needs[0].then(|| {
-            let dx =
-                kernels::conv::conv2d_backward_input_alloc(geom, dy, self.w.as_slice().unwrap());
+            let dx = detail(geom, "input grad", || {
+                kernels::conv::conv2d_backward_input_alloc(geom, dy, self.w.as_slice().unwrap())
+            });
             ArrayD::from_shape_vec(self.x.raw_dim(), dx).unwrap()
         });
         let has_bias = !self.bias_shape.is_empty();
@@ -43,13 +55,15 @@ impl<E: Element> Backward<E> for Conv2dBack<E> {
         }
         let dw = if needs[1] || (want_b && !per_image) {
             let mut dw = crate::engine::par::zeros(geom.w_len());
-            kernels::conv2d_backward_weight(
-                geom,
-                self.x.as_slice().unwrap(),
-                dy,
-                &mut dw,
-                (want_b && !per_image).then_some(&mut db[..]),
-            );
+            detail(geom, "weight grad", || {
+                kernels::conv2d_backward_weight(
+                    geom,
+                    self.x.as_slice().unwrap(),
+                    dy,
+                    &mut dw,
+                    (want_b && !per_image).then_some(&mut db[..]),
+                )
+            });
             needs[1].then(|| ArrayD::from_shape_vec(self.w.raw_dim(), dw).unwrap())
         } else {
             None
@@ -116,12 +130,14 @@ impl<E: Element> Graph<E> {
             stride,
             pad,
         };
-        let y = kernels::conv::conv2d_forward_alloc(
-            &geom,
-            x.as_slice(),
-            w.as_slice(),
-            bias.map(|b| b.as_slice()),
-        );
+        let y = detail(&geom, "forward", || {
+            kernels::conv::conv2d_forward_alloc(
+                &geom,
+                x.as_slice(),
+                w.as_slice(),
+                bias.map(|b| b.as_slice()),
+            )
+        });
         let y = ArrayD::from_shape_vec(IxDyn(&[n, c_out, geom.h_out(), geom.w_out()]), y).unwrap();
         let rule = Conv2dBack {
             geom,
