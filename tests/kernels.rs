@@ -135,7 +135,7 @@ fn check_conv<E: Element>(g: &Conv2dGeom, seed: u64, two: f64) {
 }
 
 /// [`check_conv`] on the dispatching kernels (`gemm = false`) or on the im2col + GEMM path
-/// alone (`gemm = true`), which the dispatch bypasses where the direct 3×3 kernels apply.
+/// alone (`gemm = true`), which the dispatch bypasses where the direct kernels apply.
 fn check_conv_on<E: Element>(g: &Conv2dGeom, seed: u64, two: f64, gemm: bool) {
     let c = ConvCase::new(g, seed);
     let cv = |v: &[f64]| v.iter().map(|&a| el::<E>(a)).collect::<Vec<E>>();
@@ -204,15 +204,18 @@ proptest! {
         check_conv::<f32>(&g, seed, 1.0);
     }
 
-    /// The direct 3×3 kernels (f32, stride 1, padding 1, AVX-512) agree with the f64
-    /// reference to the same bound as every other path, on sizes that exercise every tile
-    /// shape: flat planes of `h (w+2)` positions leaving 0, 1 or 2 vectors after the last
-    /// full 3-vector tile, output channels not a multiple of the 8-row tile, and
-    /// weight-gradient blocks of 1, 2 or 3 channels.
+    /// The direct kernels (f32, stride 1, 3×3 with padding 1 or 1×1 without, AVX-512) agree
+    /// with the f64 reference to the same bound as every other path, on sizes that exercise
+    /// every tile shape: planes of `h·w` positions leaving 0, 1 or 2 vectors after the last
+    /// full 3-vector tile and a partial last vector, columns at both image edges (the masked
+    /// wrap-around), output channels not a multiple of the 8-row tile nor of the 16-lane
+    /// transpose block, weight-gradient blocks of 1, 2 or 3 vectors, and (1×1) input channels
+    /// not a multiple of the 9-row group.
     #[test]
-    fn conv3x3_direct_matches_reference_f32(n in 1usize..4, ci in 1usize..20, co in 1usize..20, h in 1usize..16, w in 1usize..16, seed in 0u64..1000) {
-        let g = Conv2dGeom::new(n, ci, h, w, co, 3, 3, 1, 1).unwrap();
-        if kernels::conv3x3::available() {
+    fn direct_conv_matches_reference_f32(n in 1usize..4, ci in 1usize..30, co in 1usize..40, h in 1usize..20, w in 1usize..20, k3: bool, seed in 0u64..1000) {
+        let (k, p) = if k3 { (3, 1) } else { (1, 0) };
+        let g = Conv2dGeom::new(n, ci, h, w, co, k, k, 1, p).unwrap();
+        if kernels::direct::available() {
             prop_assert!(kernels::conv::uses_direct::<f32>(&g));
         }
         check_conv::<f32>(&g, seed, 1.0);
@@ -277,7 +280,7 @@ fn conv_batched_small_images_match_reference() {
 
 /// A bias per image and channel (`n·c_out` values, [`kernels::bias_at`]): the reference adds
 /// `b[n, o]` to plane `(n, o)` (checked against the bias-free reference plus the planes added
-/// by hand, to the rounding bound), and the direct 3×3, strided, 1×1 and batched small-image paths agree
+/// by hand, to the rounding bound), and the direct (3×3 and 1×1), strided and batched small-image paths agree
 /// with it to the forward rounding bound, in f32 and f64.
 #[test]
 fn conv_per_image_bias_matches_reference() {
@@ -321,7 +324,7 @@ fn conv_per_image_bias_matches_reference() {
 
 /// The allocating entry points (`conv2d_forward_alloc`, `conv2d_backward_input_alloc`, which
 /// skip the zero fill on the direct path) give the same bits as the in-place kernels, on
-/// the direct 3×3 path and on the GEMM path, so every element of the new buffer was written.
+/// the direct path and on the GEMM path, so every element of the new buffer was written.
 #[test]
 fn conv_alloc_variants_equal_in_place_kernels() {
     for g in [

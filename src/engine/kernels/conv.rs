@@ -20,7 +20,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::reduce::{bias_grad, partial_chunk_len, reduce_in_order};
-use super::{conv3x3, Conv2dGeom};
+use super::{direct, Conv2dGeom};
 use crate::engine::element::{gemm_serial, Element};
 
 /// `true` when the patch matrix of an image equals the image itself.
@@ -362,15 +362,15 @@ fn as_f32_mut<E: Element>(s: &mut [E]) -> Option<&mut [f32]> {
 }
 
 /// `true` when the passes of `g` in element type `E` run on the direct kernels of
-/// [`conv3x3`] (f32, 3×3, stride 1, padding 1, on a CPU with AVX-512F); otherwise they run
+/// [`direct`] (f32, stride 1, 3×3 with padding 1 or 1×1 without, on a CPU with AVX-512F); otherwise they run
 /// as im2col + GEMM.
 pub fn uses_direct<E: Element>(g: &Conv2dGeom) -> bool {
-    TypeId::of::<E>() == TypeId::of::<f32>() && conv3x3::applies(g) && conv3x3::available()
+    TypeId::of::<E>() == TypeId::of::<f32>() && direct::applies(g) && direct::available()
 }
 
 /// `y[n,o,i,j] = bias[o] + Σ_{c,a,b} w[o,c,a,b] x[n,c,i·s+a-p,j·s+b-p]`; overwrites `y`.
 /// The bias is per channel or per image and channel ([`super::bias_at`]).
-/// Same contract as [`super::reference::conv2d_forward`]: [`conv3x3::forward`] where
+/// Same contract as [`super::reference::conv2d_forward`]: [`direct::forward`] where
 /// [`uses_direct`], else [`conv2d_forward_gemm`].
 pub fn conv2d_forward<E: Element>(
     g: &Conv2dGeom,
@@ -383,25 +383,25 @@ pub fn conv2d_forward<E: Element>(
         check(g, x.len(), w.len(), y.len());
         let b = bias.map(|b| as_f32(b).unwrap());
         let (x, w) = (as_f32(x).unwrap(), as_f32(w).unwrap());
-        return conv3x3::forward(g, x, w, b, as_f32_mut(y).unwrap());
+        return direct::forward(g, x, w, b, as_f32_mut(y).unwrap());
     }
     conv2d_forward_gemm(g, x, w, bias, y)
 }
 
 /// Gradient with respect to the input; overwrites `dx`. Same contract as
-/// [`super::reference::conv2d_backward_input`]: [`conv3x3::backward_input`] where
+/// [`super::reference::conv2d_backward_input`]: [`direct::backward_input`] where
 /// [`uses_direct`], else [`conv2d_backward_input_gemm`].
 pub fn conv2d_backward_input<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E], dx: &mut [E]) {
     if uses_direct::<E>(g) {
         check(g, dx.len(), w.len(), dy.len());
         let (dy, w) = (as_f32(dy).unwrap(), as_f32(w).unwrap());
-        return conv3x3::backward_input(g, dy, w, as_f32_mut(dx).unwrap());
+        return direct::backward_input(g, dy, w, as_f32_mut(dx).unwrap());
     }
     conv2d_backward_input_gemm(g, dy, w, dx)
 }
 
 /// Gradients with respect to the weight and (optionally) the bias; overwrites both. Same
-/// contract as [`super::reference::conv2d_backward_weight`]: [`conv3x3::backward_weight`]
+/// contract as [`super::reference::conv2d_backward_weight`]: [`direct::backward_weight`]
 /// and [`bias_grad`] where [`uses_direct`], else [`conv2d_backward_weight_gemm`].
 pub fn conv2d_backward_weight<E: Element>(
     g: &Conv2dGeom,
@@ -417,14 +417,14 @@ pub fn conv2d_backward_weight<E: Element>(
             bias_grad(dy, g.n, g.c_out, g.h_out() * g.w_out(), db);
         }
         let (x, dy) = (as_f32(x).unwrap(), as_f32(dy).unwrap());
-        return conv3x3::backward_weight(g, x, dy, as_f32_mut(dw).unwrap());
+        return direct::backward_weight(g, x, dy, as_f32_mut(dw).unwrap());
     }
     conv2d_backward_weight_gemm(g, x, dy, dw, dbias)
 }
 
 /// A new vector of `len` elements of `E` (which must be `f32`) whose slots `write` fills as
-/// `f32`; `write` must write every slot, as [`conv3x3::forward_uninit`] and
-/// [`conv3x3::backward_input_uninit`] do.
+/// `f32`; `write` must write every slot, as [`direct::forward_uninit`] and
+/// [`direct::backward_input_uninit`] do.
 fn new_written_f32<E: Element>(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<E> {
     assert_eq!(
         TypeId::of::<E>(),
@@ -454,7 +454,7 @@ pub fn conv2d_forward_alloc<E: Element>(
         check(g, x.len(), w.len(), len);
         let b = bias.map(|b| as_f32(b).unwrap());
         let (xf, wf) = (as_f32(x).unwrap(), as_f32(w).unwrap());
-        return new_written_f32(len, |y| conv3x3::forward_uninit(g, xf, wf, b, y));
+        return new_written_f32(len, |y| direct::forward_uninit(g, xf, wf, b, y));
     }
     let mut y = crate::engine::par::zeros(len);
     conv2d_forward_gemm(g, x, w, bias, &mut y);
@@ -468,7 +468,7 @@ pub fn conv2d_backward_input_alloc<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E]
     if uses_direct::<E>(g) {
         check(g, len, w.len(), dy.len());
         let (dyf, wf) = (as_f32(dy).unwrap(), as_f32(w).unwrap());
-        return new_written_f32(len, |dx| conv3x3::backward_input_uninit(g, dyf, wf, dx));
+        return new_written_f32(len, |dx| direct::backward_input_uninit(g, dyf, wf, dx));
     }
     let mut dx = crate::engine::par::zeros(len);
     conv2d_backward_input_gemm(g, dy, w, &mut dx);

@@ -6,7 +6,7 @@
 
 pub mod activation;
 pub mod conv;
-pub mod conv3x3;
+pub mod direct;
 pub mod group_norm;
 pub mod linear;
 pub mod reduce;

@@ -1,0 +1,801 @@
+//! Direct convolutions with stride 1 and "same" padding: 3×3 with padding 1 (every 3×3
+//! convolution of the U-Net but the two downsamplers) and 1×1 with none (the skip and
+//! attention projections), in `f32` on AVX-512, with no im2col and no GEMM packing.
+//!
+//! **Forward and input gradient: flat rows, masked columns.** Number the outputs of a plane
+//! `q = i·W + j`, their order in NCHW memory. Store each input plane with `P = K/2` zero rows
+//! above and below it and `P` zero floats before and after, rows `W` apart (a 1×1
+//! convolution reads the image as it is). Output `q`, tap `(a, b)` then reads
+//! `x[i+a-P, j+b-P] = xpad[q + a·W + b]` whenever the column `j+b-P` lies inside the image;
+//! when it does not (`j = 0` with `b = 0`, `j = W-1` with `b = 2`) the flat index has wrapped
+//! into the neighbouring row, and the kernel zeroes those lanes as it loads them. So
+//!
+//! `y[o, q] = Σ_c Σ_t w[o, c, t] · m_b(q) · xpad[c, q + a·W + b]`, tap `t = K·a + b`:
+//!
+//! each tap's "patch row" is the plane itself, shifted and masked. The micro-kernel holds an
+//! `MR × NV` tile of outputs (`MR` channels, `NV` vectors of 16 consecutive `q`) in
+//! registers, starts it at the bias and, for every input channel and tap, loads `NV` vectors
+//! of the shifted plane and broadcasts `MR` weights; it stores straight into the NCHW output,
+//! the vector past the end of a plane with a masked store. Every position computed is kept
+//! but the tail of a plane's last vector.
+//!
+//! - **Input gradient** = the same correlation of `dy` with the kernel transposed over
+//!   channels and flipped: `dx[c, q] = Σ_o Σ_t w[o, c, K²-1-t] · m_b(q) · dypad[o, q + off_t]`.
+//! - **Weight gradient**: `dw[o, c, t] = Σ_n Σ_{i,j} dy[n, o, i, j] · x[n, c, i+a-P, j+b-P]`,
+//!   with 16 output channels in the lanes of a vector (`dy` transposed to position-major by
+//!   16×16 blocks) and the input value broadcast from a plane padded on all four sides (row
+//!   stride `W + 2P`): no masks and no horizontal sums. A 1×1 convolution puts nine input
+//!   channels where a 3×3 one has its nine taps.
+//!
+//! Every sum runs in an order fixed by the shape, so results do not depend on the thread count.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::as_uninit;
+use super::reduce::{partial_chunk_len, reduce_in_order};
+use super::Conv2dGeom;
+
+/// Output channels per register tile of the correlation kernel.
+const MR: usize = 8;
+/// Vectors of 16 flat positions per register tile (the last tile of a plane may be shorter).
+const NV: usize = 3;
+/// Lanes of an AVX-512 `f32` vector.
+const L: usize = 16;
+
+/// `true` when the CPU runs the AVX-512 kernels of this module (runtime detection).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The kernel size `K` of `g` when this module computes it (stride 1; 3×3 with padding 1 or
+/// 1×1 with none; no empty dimension), else `None`.
+fn kernel_size(g: &Conv2dGeom) -> Option<usize> {
+    if g.n == 0 || g.c_in == 0 || g.c_out == 0 || g.h == 0 || g.w == 0 || g.stride != 1 {
+        return None;
+    }
+    match (g.kh, g.kw, g.pad) {
+        (3, 3, 1) => Some(3),
+        (1, 1, 0) => Some(1),
+        _ => None,
+    }
+}
+
+/// `true` when `g` is a convolution this module computes: stride 1, 3×3 with padding 1 or
+/// 1×1 without, and no empty dimension.
+pub fn applies(g: &Conv2dGeom) -> bool {
+    kernel_size(g).is_some()
+}
+
+/// The flat-row planes of the correlation kernel for `h × w` images and a `k × k` kernel
+/// (see the module comment).
+#[derive(Clone, Copy, Debug)]
+struct Rows {
+    k: usize,
+    h: usize,
+    w: usize,
+    /// Plane length `(h + 2p)·w + 2p`, `p = k/2`; `h·w` for `k = 1`.
+    pl: usize,
+    /// Vectors covering the `h·w` positions.
+    nvec: usize,
+}
+
+impl Rows {
+    fn new(k: usize, h: usize, w: usize) -> Self {
+        let p = k / 2;
+        Self {
+            k,
+            h,
+            w,
+            pl: (h + 2 * p) * w + 2 * p,
+            nvec: (h * w).div_ceil(L),
+        }
+    }
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    /// Length of a buffer of `c` padded planes (`k = 3`): the last vector of the last plane
+    /// reads up to index `16·nvec - 1 + 2w + 2 <= h·w + 15 + 2w + 2 = pl + 15` from the
+    /// plane's start, hence `L` floats of slack, which stay zero.
+    fn buf_len(&self, c: usize) -> usize {
+        c * self.pl + L
+    }
+    /// Copies `c` planes `h × w` into the padded planes of `xp` (borders and slack stay zero).
+    fn pad(&self, c: usize, x: &[f32], xp: &mut [f32]) {
+        let (hw, p) = (self.hw(), self.k / 2);
+        assert!(
+            x.len() >= c * hw && xp.len() >= self.buf_len(c),
+            "direct conv: pad lengths"
+        );
+        for ch in 0..c {
+            let start = ch * self.pl + p + p * self.w;
+            xp[start..start + hw].copy_from_slice(&x[ch * hw..(ch + 1) * hw]);
+        }
+    }
+    /// The register tiles of a plane: `NV` vectors each, the remainder as one tile of 1 or
+    /// 2 vectors, except that a remainder of 1 after a full tile becomes two tiles of 2
+    /// (a lone vector costs 8 broadcasts per 8 FMAs). Each with its load and store masks.
+    fn tiles(&self) -> Vec<Tile> {
+        let mut tiles = Vec::with_capacity(self.nvec / NV + 2);
+        let (mut v, mut left) = (0, self.nvec);
+        while left > 0 {
+            let nv = match left {
+                4 => 2,
+                l => l.min(NV),
+            };
+            tiles.push(self.tile_at(v * L, nv));
+            v += nv;
+            left -= nv;
+        }
+        tiles
+    }
+    fn tile_at(&self, q0: usize, nv: usize) -> Tile {
+        let (w, hw) = (self.w, self.hw());
+        let mask = |v: usize, keep: &dyn Fn(usize) -> bool| -> u16 {
+            (0..L)
+                .filter(|&l| keep(q0 + v * L + l))
+                .fold(0u16, |m, l| m | (1 << l))
+        };
+        Tile {
+            q0,
+            nv,
+            left: std::array::from_fn(|v| mask(v, &|q| q % w != 0)),
+            right: std::array::from_fn(|v| mask(v, &|q| q % w != w - 1)),
+            tail: std::array::from_fn(|v| mask(v, &|q| q < hw)),
+        }
+    }
+}
+
+/// One register tile of a plane: positions `q0 .. q0 + 16·nv` and, per vector, the lanes
+/// whose column has a left neighbour (`left`), a right neighbour (`right`), and that lie
+/// inside the plane (`tail`).
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    q0: usize,
+    nv: usize,
+    left: [u16; NV],
+    right: [u16; NV],
+    tail: [u16; NV],
+}
+
+/// Packs a weight for the correlation kernel in tiles of [`MR`] output rows:
+/// `wp[((blk·k_in + c)·kk + t)·MR + m] = weight(blk·MR + m, c, t)`, zero for rows `>= k_out`.
+fn pack(
+    k_out: usize,
+    k_in: usize,
+    kk: usize,
+    weight: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let blocks = k_out.div_ceil(MR);
+    let mut wp = vec![0f32; blocks * k_in * kk * MR];
+    for blk in 0..blocks {
+        for c in 0..k_in {
+            for t in 0..kk {
+                for m in 0..MR {
+                    let o = blk * MR + m;
+                    if o < k_out {
+                        wp[((blk * k_in + c) * kk + t) * MR + m] = weight(o, c, t);
+                    }
+                }
+            }
+        }
+    }
+    wp
+}
+
+/// One tap of [`tile`]: loads the `NVV` vectors at `$xt` (each through `$load`) and adds
+/// `weight[m] · x` to every row `m` of the accumulator tile.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tap {
+    ($acc:ident, $xt:expr, $wt:expr, |$p:ident, $v:ident| $load:expr) => {{
+        let xt: *const f32 = $xt;
+        let mut xv = [_mm512_setzero_ps(); NVV];
+        for ($v, x) in xv.iter_mut().enumerate() {
+            let $p = xt.add(L * $v);
+            *x = $load;
+        }
+        let wt: *const f32 = $wt;
+        for (m, row) in $acc.iter_mut().enumerate() {
+            let wv = _mm512_set1_ps(*wt.add(m));
+            for (a, &x) in row.iter_mut().zip(&xv) {
+                *a = _mm512_fmadd_ps(wv, x, *a);
+            }
+        }
+    }};
+}
+
+/// One `MR × NVV` tile of a `K × K` correlation: `out[m·ld + 16v + lane] = bias[m] +
+/// Σ_c Σ_{a,b} wp[(c·K² + K·a + b)·MR + m] · m_b · xp[c·pl + a·w + b + 16v + lane]`, the sum
+/// over `c` outer and the taps inner, where `m_b` zeroes the lanes outside `tile.left` (`b =
+/// 0`), outside `tile.right` (`b = 2`) and, for `K = 1`, outside `tile.tail`. Stores rows
+/// `m < rows`, each vector's lanes in `tile.tail`.
+///
+/// # Safety
+/// AVX-512F must be available; `xp` must be readable at `c·pl + (K-1)·(w+1) + 16·NVV` for
+/// every `c < k_in` (for `K = 1`, at the lanes in `tile.tail`), `wp` at `k_in·K²·MR` floats,
+/// `out` writable at `m·ld + 16v + lane` for `m < rows` and the lanes in `tile.tail`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const K: usize, const NVV: usize>(
+    xp: *const f32,
+    pl: usize,
+    k_in: usize,
+    w: usize,
+    tile: &Tile,
+    wp: *const f32,
+    bias: &[f32; MR],
+    out: *mut f32,
+    ld: usize,
+    rows: usize,
+) {
+    let left: [__mmask16; NVV] = std::array::from_fn(|v| tile.left[v]);
+    let right: [__mmask16; NVV] = std::array::from_fn(|v| tile.right[v]);
+    let tail: [__mmask16; NVV] = std::array::from_fn(|v| tile.tail[v]);
+    let mut acc = [[_mm512_setzero_ps(); NVV]; MR];
+    for (row, &b) in acc.iter_mut().zip(bias) {
+        *row = [_mm512_set1_ps(b); NVV];
+    }
+    for c in 0..k_in {
+        let xc = xp.add(c * pl);
+        let wc = wp.add(c * K * K * MR);
+        if K == 1 {
+            tap!(acc, xc, wc, |p, v| _mm512_maskz_loadu_ps(tail[v], p));
+        } else {
+            for a in 0..K {
+                let (xa, wa) = (xc.add(a * w), wc.add(a * K * MR));
+                tap!(acc, xa, wa, |p, v| _mm512_maskz_loadu_ps(left[v], p));
+                tap!(acc, xa.add(1), wa.add(MR), |p, v| _mm512_loadu_ps(p));
+                tap!(
+                    acc,
+                    xa.add(2),
+                    wa.add(2 * MR),
+                    |p, v| _mm512_maskz_loadu_ps(right[v], p)
+                );
+            }
+        }
+    }
+    for (m, row) in acc.iter().enumerate().take(rows) {
+        for (v, a) in row.iter().enumerate() {
+            let p = out.add(m * ld + L * v);
+            if tail[v] == u16::MAX {
+                _mm512_storeu_ps(p, *a);
+            } else {
+                _mm512_mask_storeu_ps(p, tail[v], *a);
+            }
+        }
+    }
+}
+
+/// The correlation of one image: `k_in` planes in `xp` (padded as [`Rows`] says for `K = 3`,
+/// the image itself for `K = 1`) with the packed weight `wp` into the `k_out` NCHW planes of
+/// `out`, each starting at `bias(o)`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn correlate_image<const K: usize>(
+    rows: &Rows,
+    tiles: &[Tile],
+    k_in: usize,
+    k_out: usize,
+    xp: &[f32],
+    wp: &[f32],
+    bias: impl Fn(usize) -> f32,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let (hw, kk, blocks) = (rows.hw(), K * K, k_out.div_ceil(MR));
+    assert_eq!(rows.k, K, "direct conv: kernel size");
+    let need = if K == 1 {
+        k_in * hw
+    } else {
+        rows.buf_len(k_in)
+    };
+    assert!(xp.len() >= need, "direct conv: input planes length");
+    assert_eq!(
+        wp.len(),
+        blocks * k_in * kk * MR,
+        "direct conv: packed weight length"
+    );
+    assert_eq!(out.len(), k_out * hw, "direct conv: output length");
+    assert!(available(), "direct conv: AVX-512F is not available");
+    let pl = if K == 1 { hw } else { rows.pl };
+    for blk in 0..blocks {
+        let o0 = blk * MR;
+        let valid = MR.min(k_out - o0);
+        let b: [f32; MR] = std::array::from_fn(|m| if m < valid { bias(o0 + m) } else { 0.0 });
+        let wb = &wp[blk * k_in * kk * MR..(blk + 1) * k_in * kk * MR];
+        // SAFETY: AVX-512F was checked above. For K = 3 a tile reads `xp` up to index
+        // `(k_in-1)·pl + 2w + 2 + 16·nvec - 1 <= k_in·pl + 15 < buf_len(k_in)`; for K = 1
+        // only lanes `q < hw` of each plane, below `k_in·hw`. It writes rows `o0 + m < k_out`
+        // at positions `q < hw` of their planes, inside `out` (length `k_out·hw`).
+        unsafe {
+            let (x, w, o) = (xp.as_ptr(), wb.as_ptr(), out.as_mut_ptr().cast::<f32>());
+            for t in tiles {
+                let (x, o) = (x.add(t.q0), o.add(o0 * hw + t.q0));
+                match t.nv {
+                    1 => tile::<K, 1>(x, pl, k_in, rows.w, t, w, &b, o, hw, valid),
+                    2 => tile::<K, 2>(x, pl, k_in, rows.w, t, w, &b, o, hw, valid),
+                    _ => tile::<K, NV>(x, pl, k_in, rows.w, t, w, &b, o, hw, valid),
+                }
+            }
+        }
+    }
+}
+
+/// Correlates `n` images of `k_in` planes (`src`, NCHW) into `k_out` planes (`dst`, NCHW,
+/// every element written), `dst[o] = bias[o] + Σ_c Σ_t wp(o, c, t) · (src[c] shifted by tap
+/// t)` (bias per channel or per image and channel, [`super::bias_at`]), one image per rayon
+/// task.
+#[allow(clippy::too_many_arguments)]
+fn correlate<const K: usize>(
+    g: &Conv2dGeom,
+    k_in: usize,
+    k_out: usize,
+    src: &[f32],
+    wp: &[f32],
+    bias: Option<&[f32]>,
+    dst: &mut [MaybeUninit<f32>],
+) {
+    let rows = Rows::new(K, g.h, g.w);
+    let hw = rows.hw();
+    let (in_img, out_img) = (k_in * hw, k_out * hw);
+    assert_eq!(src.len(), g.n * in_img, "direct conv: input length");
+    assert_eq!(dst.len(), g.n * out_img, "direct conv: output length");
+    let tiles = rows.tiles();
+    dst.par_chunks_mut(out_img)
+        .zip(src.par_chunks(in_img))
+        .enumerate()
+        .for_each_init(
+            || {
+                if K == 1 {
+                    vec![]
+                } else {
+                    vec![0f32; rows.buf_len(k_in)]
+                }
+            },
+            |xp, (img, (d, s))| {
+                let planes: &[f32] = if K == 1 {
+                    s
+                } else {
+                    rows.pad(k_in, s, xp);
+                    xp
+                };
+                let b = |o: usize| bias.map_or(0.0, |b| super::bias_at(b, k_out, img, o));
+                #[cfg(target_arch = "x86_64")]
+                correlate_image::<K>(&rows, &tiles, k_in, k_out, planes, wp, b, d);
+            },
+        );
+}
+
+/// Panics unless `g` is a convolution of this module on a CPU that runs it; returns `K`.
+fn check(g: &Conv2dGeom) -> usize {
+    let Some(k) = kernel_size(g) else {
+        panic!("direct conv: not a stride-1 3x3/padding-1 or 1x1/padding-0 convolution: {g:?}")
+    };
+    assert!(available(), "direct conv: AVX-512F is not available");
+    k
+}
+
+// ANCHOR: direct_forward
+/// `y[n,o,i,j] = bias[o] + Σ_{c,a,b} w[o,c,a,b] x[n,c,i+a-P,j+b-P]`; overwrites `y`. The
+/// contract of [`super::reference::conv2d_forward`] for the shapes of [`applies`].
+///
+/// # Panics
+/// If `g` is not such a convolution, if the CPU lacks AVX-512F ([`available`]), or on
+/// slice lengths that do not match `g`.
+pub fn forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    forward_uninit(g, x, w, bias, as_uninit(y))
+}
+
+/// [`forward`] into memory that need not be initialised: every element of `y` is written.
+pub fn forward_uninit(
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+) {
+    let k = check(g);
+    assert_eq!(w.len(), g.w_len(), "direct conv: weight length");
+    if let Some(b) = bias {
+        super::check_bias_len(b.len(), g.n, g.c_out);
+    }
+    let (ci, co, kk) = (g.c_in, g.c_out, k * k);
+    let wp = pack(co, ci, kk, |o, c, t| w[(o * ci + c) * kk + t]);
+    if k == 1 {
+        correlate::<1>(g, ci, co, x, &wp, bias, y)
+    } else {
+        correlate::<3>(g, ci, co, x, &wp, bias, y)
+    }
+}
+// ANCHOR_END: direct_forward
+
+/// Input gradient `dx[n,c,i,j] = Σ_{o,a,b} w[o,c,a,b] dy[n,o,i-a+P,j-b+P]`: the correlation of
+/// `dy` with the kernel transposed over channels and flipped (`t -> K²-1-t`); overwrites
+/// `dx`.
+///
+/// # Panics
+/// As [`forward`].
+pub fn backward_input(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    backward_input_uninit(g, dy, w, as_uninit(dx))
+}
+
+/// [`backward_input`] into memory that need not be initialised: every element of `dx` is
+/// written.
+pub fn backward_input_uninit(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    let k = check(g);
+    assert_eq!(w.len(), g.w_len(), "direct conv: weight length");
+    let (ci, co, kk) = (g.c_in, g.c_out, k * k);
+    let wp = pack(ci, co, kk, |c, o, t| w[(o * ci + c) * kk + (kk - 1 - t)]);
+    if k == 1 {
+        correlate::<1>(g, co, ci, dy, &wp, None, dx)
+    } else {
+        correlate::<3>(g, co, ci, dy, &wp, None, dx)
+    }
+}
+
+/// Transposes `rows` planes of `len` positions (`src[r·len + p]`, `rows <= 16`, missing rows
+/// read as zero) at positions `p0 .. p0 + np` (`np <= 16`) into `dst[(p - p0)·ld + r]`
+/// for `r < 16`: one 16×16 block, in registers (interleaves of 32 and 64 bits within
+/// 128-bit lanes, then two rounds of 128-bit lane shuffles).
+///
+/// # Safety
+/// AVX-512F; `src` readable at `r·len + p0 .. r·len + p0 + np` for `r < rows`, `dst`
+/// writable at `k·ld .. k·ld + 16` for `k < np`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(
+    src: *const f32,
+    len: usize,
+    rows: usize,
+    p0: usize,
+    np: usize,
+    dst: *mut f32,
+    ld: usize,
+) {
+    let m: __mmask16 = if np >= L { u16::MAX } else { (1u16 << np) - 1 };
+    let mut r = [_mm512_setzero_ps(); L];
+    for (k, r) in r.iter_mut().enumerate().take(rows) {
+        *r = _mm512_maskz_loadu_ps(m, src.add(k * len + p0));
+    }
+    // t[2i] = (a0 b0 a1 b1 | a4 b4 a5 b5 | …) for rows a = r[2i], b = r[2i+1]; t[2i+1] the
+    // high halves (a2 b2 a3 b3 | …).
+    let mut t = [_mm512_setzero_ps(); L];
+    for i in 0..L / 2 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + s] holds, in 128-bit lane j, position 4j + s of rows 4i .. 4i+4.
+    let mut u = [_mm512_setzero_ps(); L];
+    for i in 0..L / 4 {
+        let b = 4 * i;
+        let (t0, t1) = (_mm512_castps_pd(t[b]), _mm512_castps_pd(t[b + 1]));
+        let (t2, t3) = (_mm512_castps_pd(t[b + 2]), _mm512_castps_pd(t[b + 3]));
+        u[b] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        u[b + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        u[b + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        u[b + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    // For each half of the rows (h = 0, 1) and s < 4: v[8h + s] = (position s, rows 0-3 |
+    // position s+8, rows 0-3 | position s, rows 4-7 | position s+8, rows 4-7) of that half,
+    // v[8h + 4 + s] the same for positions s+4 and s+12.
+    let mut v = [_mm512_setzero_ps(); L];
+    for h in 0..2 {
+        for s in 0..4 {
+            let (x, y) = (u[8 * h + s], u[8 * h + 4 + s]);
+            v[8 * h + s] = _mm512_shuffle_f32x4::<0x88>(x, y);
+            v[8 * h + 4 + s] = _mm512_shuffle_f32x4::<0xdd>(x, y);
+        }
+    }
+    // Position k = s + 4e + 8f: lanes (0, 2) of v[4e + s] and of v[8 + 4e + s] for f = 0,
+    // lanes (1, 3) for f = 1.
+    for k in 0..np.min(L) {
+        let (s, e) = (k % 4, (k / 4) % 2);
+        let (x, y) = (v[4 * e + s], v[8 + 4 * e + s]);
+        let col = if k < 8 {
+            _mm512_shuffle_f32x4::<0x88>(x, y)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(x, y)
+        };
+        _mm512_storeu_ps(dst.add(k * ld), col);
+    }
+}
+
+/// Copies `len` floats with masked 16-lane loads and stores: rows of 7 to 28 floats are
+/// too short for `memcpy` to pay its call.
+///
+/// # Safety
+/// AVX-512F; `src` readable and `dst` writable at `len` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_row(src: *const f32, dst: *mut f32, len: usize) {
+    let mut k = 0;
+    while k < len {
+        let m: __mmask16 = if len - k >= L {
+            u16::MAX
+        } else {
+            (1u16 << (len - k)) - 1
+        };
+        _mm512_mask_storeu_ps(dst.add(k), m, _mm512_maskz_loadu_ps(m, src.add(k)));
+        k += L;
+    }
+}
+
+/// The planes of the weight-gradient kernel for `h × w` images: padded by `p = k/2` on all
+/// four sides, row stride `s = w + 2p`, plane length `pl = (h + 2p)·s` (for `k = 1`, the
+/// image itself).
+#[derive(Clone, Copy, Debug)]
+struct Framed {
+    h: usize,
+    w: usize,
+    p: usize,
+    s: usize,
+    pl: usize,
+}
+
+impl Framed {
+    fn new(k: usize, h: usize, w: usize) -> Self {
+        let p = k / 2;
+        let s = w + 2 * p;
+        Self {
+            h,
+            w,
+            p,
+            s,
+            pl: (h + 2 * p) * s,
+        }
+    }
+    /// Copies `c` planes `h × w` into the interiors of the framed planes of `xp` (whose
+    /// frames stay zero).
+    fn pad(&self, c: usize, x: &[f32], xp: &mut [f32]) {
+        let (h, w, s, p) = (self.h, self.w, self.s, self.p);
+        assert!(
+            x.len() >= c * h * w && xp.len() >= c * self.pl,
+            "direct conv: frame lengths"
+        );
+        assert!(available(), "direct conv: AVX-512F is not available");
+        for ch in 0..c {
+            let src = &x[ch * h * w..(ch + 1) * h * w];
+            let dst = &mut xp[ch * self.pl..(ch + 1) * self.pl];
+            for i in 0..h {
+                let (d, r) = (&mut dst[(i + p) * s + p..], &src[i * w..(i + 1) * w]);
+                // SAFETY: AVX-512F checked above; `r` has `w` floats and `d` at least `w`
+                // (the row's interior lies inside the plane).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    copy_row(r.as_ptr(), d.as_mut_ptr(), w)
+                };
+            }
+        }
+    }
+}
+
+/// Adds one image's contribution to a `9 × OV` tile of the weight gradient, output
+/// channels in the lanes: `acc[t][v] += Σ_{i,j} dyt[(i·w + j)·ldo + 16v ..] ·
+/// xc[i·s + j + offs[t]]` (the second factor broadcast), positions in row-major order.
+///
+/// # Safety
+/// AVX-512F; `dyt` readable at `(h·w - 1)·ldo + 16·OV`, `xc` at `(h-1)·s + w - 1 + offs[t]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn wgrad_image<const OV: usize>(
+    fr: &Framed,
+    dyt: *const f32,
+    ldo: usize,
+    xc: *const f32,
+    offs: &[usize; 9],
+    acc: &mut [[__m512; OV]; 9],
+) {
+    let mut a = *acc;
+    for i in 0..fr.h {
+        for j in 0..fr.w {
+            let d_row = dyt.add((i * fr.w + j) * ldo);
+            let mut d = [_mm512_setzero_ps(); OV];
+            for (v, d) in d.iter_mut().enumerate() {
+                *d = _mm512_loadu_ps(d_row.add(L * v));
+            }
+            let xq = xc.add(i * fr.s + j);
+            for (t, &off) in offs.iter().enumerate() {
+                let xb = _mm512_set1_ps(*xq.add(off));
+                for (a, &d) in a[t].iter_mut().zip(&d) {
+                    *a = _mm512_fmadd_ps(xb, d, *a);
+                }
+            }
+        }
+    }
+    *acc = a;
+}
+
+/// One image's weight gradient for the `16·OV` output channels of a block and the nine
+/// broadcast rows `xc + offs[t]`, added lane-wise to `accm` (`9 × OV` vectors, row-major),
+/// the running sum over the images of a chunk.
+///
+/// # Safety
+/// As [`wgrad_image`], and `accm` has `9·16·OV` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn wgrad_block<const OV: usize>(
+    fr: &Framed,
+    dyt: &[f32],
+    ldo: usize,
+    xc: *const f32,
+    offs: &[usize; 9],
+    accm: &mut [f32],
+) {
+    debug_assert_eq!(accm.len(), 9 * OV * L);
+    let mut acc = [[_mm512_setzero_ps(); OV]; 9];
+    wgrad_image::<OV>(fr, dyt.as_ptr(), ldo, xc, offs, &mut acc);
+    for (t, row) in acc.iter().enumerate() {
+        for (v, a) in row.iter().enumerate() {
+            let m = accm.as_mut_ptr().add((t * OV + v) * L);
+            _mm512_storeu_ps(m, _mm512_add_ps(_mm512_loadu_ps(m), *a));
+        }
+    }
+}
+
+/// `dyt[p·ldo + o] = dy[o·hw + p]` for `o < co` (one image; the padding channels
+/// `co <= o < ldo` get zeros), by 16×16 blocks.
+fn transpose_positions(dy: &[f32], co: usize, hw: usize, dyt: &mut [f32], ldo: usize) {
+    assert!(
+        dy.len() == co * hw && dyt.len() == hw * ldo && co <= ldo && ldo.is_multiple_of(L),
+        "direct conv: transpose lengths"
+    );
+    assert!(available(), "direct conv: AVX-512F is not available");
+    for p0 in (0..hw).step_by(L) {
+        let np = L.min(hw - p0);
+        for o0 in (0..ldo).step_by(L) {
+            let rows = L.min(co.saturating_sub(o0));
+            // SAFETY: AVX-512F checked above; rows `o0 + r < co` of `dy` are read at
+            // positions `p0 .. p0 + np <= hw`, rows `p0 + k < hw` of `dyt` written at
+            // `o0 .. o0 + 16 <= ldo`.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                transpose16(
+                    dy.as_ptr().add(o0.min(co) * hw),
+                    hw,
+                    rows,
+                    p0,
+                    np,
+                    dyt.as_mut_ptr().add(p0 * ldo + o0),
+                    ldo,
+                )
+            };
+        }
+    }
+}
+
+// ANCHOR: direct_backward_weight
+/// Weight gradient `dw[o,c,a,b] = Σ_{n,i,j} dy[n,o,i,j] x[n,c,i+a-P,j+b-P]`; overwrites `dw`.
+///
+/// The output gradient is transposed to `dyt[n, i·w+j, o]` (channels padded to a multiple
+/// of 16), so that 16 output channels share a vector: for every position, a tile of
+/// `9 rows × OV vectors` adds `x[row] · dyt[position, o..o+16]`, the input value broadcast.
+/// The nine rows are the nine taps of one input channel (3×3) or nine input channels (1×1).
+/// The batch is cut into chunks of [`partial_chunk_len`] images; each lane sums its chunk's
+/// images and positions in order, and the chunk partials are added in chunk order. (The bias
+/// gradient is [`super::bias_grad`].)
+///
+/// # Panics
+/// As [`forward`].
+pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let k = check(g);
+    assert_eq!(x.len(), g.x_len(), "direct conv: input length");
+    assert_eq!(dy.len(), g.y_len(), "direct conv: output-gradient length");
+    assert_eq!(dw.len(), g.w_len(), "direct conv: weight-gradient length");
+    let fr = Framed::new(k, g.h, g.w);
+    let (n, ci, co, hw) = (g.n, g.c_in, g.c_out, g.h * g.w);
+    // Groups of nine broadcast rows: one input channel's taps `a·s + b` (3×3), or nine input
+    // channels `c0 .. c0 + 9` (1×1; the last group repeats its last channel, unused).
+    let groups = if k == 3 { ci } else { ci.div_ceil(9) };
+    let group = |gi: usize| -> (usize, [usize; 9]) {
+        if k == 3 {
+            (gi * fr.pl, std::array::from_fn(|t| (t / 3) * fr.s + t % 3))
+        } else {
+            let c0 = 9 * gi;
+            (
+                c0 * hw,
+                std::array::from_fn(|t| ((c0 + t).min(ci - 1) - c0) * hw),
+            )
+        }
+    };
+    let chunk = partial_chunk_len(n);
+    let n_chunks = n.div_ceil(chunk);
+    let wl = dw.len();
+    let mut partials = crate::engine::par::zeros::<f32>(wl * n_chunks);
+    let ldo = co.div_ceil(L) * L;
+    // Blocks of output-channel vectors: 4 splits as 2 + 2, else 3s then the rest.
+    let mut blocks = vec![];
+    let mut o0 = 0;
+    while o0 < ldo {
+        let nv = match (ldo - o0) / L {
+            4 => 2,
+            r => r.min(3),
+        };
+        blocks.push((o0, nv));
+        o0 += nv * L;
+    }
+    partials.par_chunks_mut(wl).enumerate().for_each_init(
+        // One image's framed input (3×3 only) and transposed output gradient, and the
+        // chunk's lane-wise running sums: per group, per block, 9 rows times the block's
+        // vectors (`9·ldo` floats per group).
+        || {
+            (
+                vec![0f32; if k == 3 { ci * fr.pl } else { 0 }],
+                vec![0f32; hw * ldo],
+                vec![0f32; groups * 9 * ldo],
+            )
+        },
+        |(xp, dyt, accm), (kc, part)| {
+            let lo = kc * chunk;
+            accm.fill(0.0);
+            for img in lo..(lo + chunk).min(n) {
+                let xi = &x[img * ci * hw..(img + 1) * ci * hw];
+                let planes: &[f32] = if k == 3 {
+                    fr.pad(ci, xi, xp);
+                    xp
+                } else {
+                    xi
+                };
+                transpose_positions(&dy[img * co * hw..(img + 1) * co * hw], co, hw, dyt, ldo);
+                #[cfg(target_arch = "x86_64")]
+                for gi in 0..groups {
+                    let (base, offs) = group(gi);
+                    let xc = planes[base..].as_ptr();
+                    for &(o0, nv) in &blocks {
+                        let am = &mut accm[gi * 9 * ldo + 9 * o0..gi * 9 * ldo + 9 * (o0 + nv * L)];
+                        let d = &dyt[o0..];
+                        // SAFETY: AVX-512F was checked by `check`; the rows of `d` are `ldo`
+                        // apart and the block's vectors end at `o0 + 16·nv <= ldo`. Reads of
+                        // `xc` stay inside `planes`: 3×3, the largest index of a plane is
+                        // `(h+1)·s + w + 1 < pl`; 1×1, `(ci-1)·hw + hw - 1`.
+                        unsafe {
+                            match nv {
+                                1 => wgrad_block::<1>(&fr, d, ldo, xc, &offs, am),
+                                2 => wgrad_block::<2>(&fr, d, ldo, xc, &offs, am),
+                                _ => wgrad_block::<3>(&fr, d, ldo, xc, &offs, am),
+                            }
+                        }
+                    }
+                }
+            }
+            // Row `t` of group `gi` is input channel `c` and tap `tap`.
+            let rows = |gi: usize| -> Vec<(usize, usize, usize)> {
+                if k == 3 {
+                    (0..9).map(|t| (t, gi, t)).collect()
+                } else {
+                    (0..9.min(ci - 9 * gi))
+                        .map(|t| (t, 9 * gi + t, 0))
+                        .collect()
+                }
+            };
+            for gi in 0..groups {
+                for (t, c, tap) in rows(gi) {
+                    for &(o0, nv) in &blocks {
+                        let am = &accm[gi * 9 * ldo + 9 * o0..];
+                        for v in 0..nv {
+                            for l in 0..L {
+                                let o = o0 + L * v + l;
+                                if o < co {
+                                    part[(o * ci + c) * k * k + tap] = am[(t * nv + v) * L + l];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    reduce_in_order(&partials, dw);
+}
+// ANCHOR_END: direct_backward_weight
