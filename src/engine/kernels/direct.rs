@@ -711,8 +711,6 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     };
     let chunk = partial_chunk_len(n);
     let n_chunks = n.div_ceil(chunk);
-    let wl = dw.len();
-    let mut partials = crate::engine::par::zeros::<f32>(wl * n_chunks);
     let ldo = co.div_ceil(L) * L;
     // Blocks of output-channel vectors: 4 splits as 2 + 2, else 3s then the rest.
     let mut blocks = vec![];
@@ -725,20 +723,21 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         blocks.push((o0, nv));
         o0 += nv * L;
     }
-    partials.par_chunks_mut(wl).enumerate().for_each_init(
-        // One image's framed input (3×3 only) and transposed output gradient, and the
-        // chunk's lane-wise running sums: per group, per block, 9 rows times the block's
-        // vectors (`9·ldo` floats per group).
+    // Each chunk's partial sums stay in the kernel's lane layout: per group, per block, 9
+    // rows times the block's vectors (`9·ldo` floats per group). They are added in chunk
+    // order, then reordered into OIHW once.
+    let al = groups * 9 * ldo;
+    let mut partials = crate::engine::par::zeros::<f32>(al * n_chunks);
+    partials.par_chunks_mut(al).enumerate().for_each_init(
+        // One image's framed input (3×3 only) and transposed output gradient.
         || {
             (
                 vec![0f32; if k == 3 { ci * fr.pl } else { 0 }],
                 vec![0f32; hw * ldo],
-                vec![0f32; groups * 9 * ldo],
             )
         },
-        |(xp, dyt, accm), (kc, part)| {
+        |(xp, dyt), (kc, accm)| {
             let lo = kc * chunk;
-            accm.fill(0.0);
             for img in lo..(lo + chunk).min(n) {
                 let xi = &x[img * ci * hw..(img + 1) * ci * hw];
                 let planes: &[f32] = if k == 3 {
@@ -769,33 +768,30 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                     }
                 }
             }
-            // Row `t` of group `gi` is input channel `c` and tap `tap`.
-            let rows = |gi: usize| -> Vec<(usize, usize, usize)> {
-                if k == 3 {
-                    (0..9).map(|t| (t, gi, t)).collect()
-                } else {
-                    (0..9.min(ci - 9 * gi))
-                        .map(|t| (t, 9 * gi + t, 0))
-                        .collect()
-                }
-            };
-            for gi in 0..groups {
-                for (t, c, tap) in rows(gi) {
-                    for &(o0, nv) in &blocks {
-                        let am = &accm[gi * 9 * ldo + 9 * o0..];
-                        for v in 0..nv {
-                            for l in 0..L {
-                                let o = o0 + L * v + l;
-                                if o < co {
-                                    part[(o * ci + c) * k * k + tap] = am[(t * nv + v) * L + l];
-                                }
-                            }
+        },
+    );
+    let mut sum = vec![0f32; al];
+    reduce_in_order(&partials, &mut sum);
+    // Row `t` of group `gi` is input channel `c`, tap `tap`: 3×3, the nine taps of channel
+    // `gi`; 1×1, channels `9·gi + t` (the rows past `ci` are unused).
+    for gi in 0..groups {
+        for t in 0..9 {
+            let (c, tap) = if k == 3 { (gi, t) } else { (9 * gi + t, 0) };
+            if c >= ci {
+                break;
+            }
+            for &(o0, nv) in &blocks {
+                let am = &sum[gi * 9 * ldo + 9 * o0..];
+                for v in 0..nv {
+                    for l in 0..L {
+                        let o = o0 + L * v + l;
+                        if o < co {
+                            dw[(o * ci + c) * k * k + tap] = am[(t * nv + v) * L + l];
                         }
                     }
                 }
             }
-        },
-    );
-    reduce_in_order(&partials, dw);
+        }
+    }
 }
 // ANCHOR_END: direct_backward_weight
