@@ -30,6 +30,27 @@ pub(crate) fn zeros<E: Element>(len: usize) -> Vec<E> {
     v
 }
 
+/// A new vector of `len` elements, every one of which `write` must write (the kernels'
+/// `*_uninit` entry points do): output buffers with no zero fill first.
+pub(crate) fn written<E>(
+    len: usize,
+    write: impl FnOnce(&mut [std::mem::MaybeUninit<E>]),
+) -> Vec<E> {
+    let mut v: Vec<E> = Vec::with_capacity(len);
+    write(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: `write` wrote all `len` slots (the contract above).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Copies `src` into `dst` (same length), initialising it.
+pub(crate) fn write_slice<E: Copy>(dst: &mut [std::mem::MaybeUninit<E>], src: &[E]) {
+    assert_eq!(dst.len(), src.len(), "write_slice: lengths");
+    // SAFETY: both slices hold `src.len()` elements of the same layout and cannot overlap
+    // (one is borrowed mutably).
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<E>(), src.len()) };
+}
+
 /// A new vector of `len` elements written chunk by chunk by `fill(start, chunk)`, which must
 /// write every slot of the chunk of elements `start .. start + chunk.len()`; chunks run on
 /// the rayon pool (large `len`) or on this thread. No zero fill first.

@@ -9,10 +9,13 @@
 //! `dx = r (dx̂ - mean_g(dx̂) - x̂ · mean_g(dx̂ x̂))`, `dγ_c = Σ_{n,h,w} dz x̂`,
 //! `dβ_c = Σ_{n,h,w} dz`. The sums over the batch for `dγ`, `dβ` are taken in image order.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::activation::{has_avx2_fma, has_avx512, silu, silu_derivative};
 use super::reduce::{lane_sum, reduce_in_order, slice_sum};
+use super::{as_uninit, assume_init_mut};
 use crate::engine::element::Element;
 use crate::error::{Error, Result};
 
@@ -98,6 +101,23 @@ pub fn group_norm_forward<E: Element>(
     group_norm_forward_with(g, act, eps, x, gamma, beta, y, mean, rstd, true)
 }
 
+/// [`group_norm_forward`] into memory that need not be initialised: every element of `y` is
+/// written.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_forward_uninit<E: Element>(
+    g: &GroupNormGeom,
+    act: Activation,
+    eps: E,
+    x: &[E],
+    gamma: &[E],
+    beta: &[E],
+    y: &mut [MaybeUninit<E>],
+    mean: &mut [E],
+    rstd: &mut [E],
+) {
+    forward_impl(g, act, eps, x, gamma, beta, y, mean, rstd, true)
+}
+
 /// [`group_norm_forward`] with a choice of variant: `simd = false` forces the portable code
 /// (for testing); otherwise the AVX2 + FMA variant runs where the CPU has it. Both give the
 /// same bits.
@@ -110,6 +130,22 @@ pub fn group_norm_forward_with<E: Element>(
     gamma: &[E],
     beta: &[E],
     y: &mut [E],
+    mean: &mut [E],
+    rstd: &mut [E],
+    simd: bool,
+) {
+    forward_impl(g, act, eps, x, gamma, beta, as_uninit(y), mean, rstd, simd)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_impl<E: Element>(
+    g: &GroupNormGeom,
+    act: Activation,
+    eps: E,
+    x: &[E],
+    gamma: &[E],
+    beta: &[E],
+    y: &mut [MaybeUninit<E>],
     mean: &mut [E],
     rstd: &mut [E],
     simd: bool,
@@ -162,7 +198,7 @@ fn forward_group<E: Element>(
     xg: &[E],
     gamma: &[E],
     beta: &[E],
-    yg: &mut [E],
+    yg: &mut [MaybeUninit<E>],
 ) -> (E, E) {
     let m = slice_sum(xg) * inv_l;
     let var = lane_sum(xg.iter().map(|&v| (v - m) * (v - m))) * inv_l;
@@ -177,12 +213,12 @@ fn forward_group<E: Element>(
         match act {
             Activation::Identity => {
                 for (o, &v) in yc.iter_mut().zip(xc) {
-                    *o = v * scale + shift;
+                    o.write(v * scale + shift);
                 }
             }
             Activation::Silu => {
                 for (o, &v) in yc.iter_mut().zip(xc) {
-                    *o = silu(v * scale + shift);
+                    o.write(silu(v * scale + shift));
                 }
             }
         }
@@ -206,7 +242,7 @@ unsafe fn forward_group_avx2<E: Element>(
     xg: &[E],
     gamma: &[E],
     beta: &[E],
-    yg: &mut [E],
+    yg: &mut [MaybeUninit<E>],
 ) -> (E, E) {
     forward_group(act, eps, inv_l, hw, xg, gamma, beta, yg)
 }
@@ -226,7 +262,7 @@ unsafe fn forward_group_avx512<E: Element>(
     xg: &[E],
     gamma: &[E],
     beta: &[E],
-    yg: &mut [E],
+    yg: &mut [MaybeUninit<E>],
 ) -> (E, E) {
     forward_group(act, eps, inv_l, hw, xg, gamma, beta, yg)
 }
@@ -254,6 +290,27 @@ pub fn group_norm_backward<E: Element>(
     )
 }
 
+/// [`group_norm_backward`] into memory that need not be initialised: every element of `dx`
+/// is written.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward_uninit<E: Element>(
+    g: &GroupNormGeom,
+    act: Activation,
+    x: &[E],
+    gamma: &[E],
+    beta: &[E],
+    mean: &[E],
+    rstd: &[E],
+    dy: &[E],
+    dx: &mut [MaybeUninit<E>],
+    dgamma: &mut [E],
+    dbeta: &mut [E],
+) {
+    backward_impl(
+        g, act, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, true,
+    )
+}
+
 /// [`group_norm_backward`] with a choice of variant, as in [`group_norm_forward_with`].
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward_with<E: Element>(
@@ -266,6 +323,37 @@ pub fn group_norm_backward_with<E: Element>(
     rstd: &[E],
     dy: &[E],
     dx: &mut [E],
+    dgamma: &mut [E],
+    dbeta: &mut [E],
+    simd: bool,
+) {
+    backward_impl(
+        g,
+        act,
+        x,
+        gamma,
+        beta,
+        mean,
+        rstd,
+        dy,
+        as_uninit(dx),
+        dgamma,
+        dbeta,
+        simd,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_impl<E: Element>(
+    g: &GroupNormGeom,
+    act: Activation,
+    x: &[E],
+    gamma: &[E],
+    beta: &[E],
+    mean: &[E],
+    rstd: &[E],
+    dy: &[E],
+    dx: &mut [MaybeUninit<E>],
     dgamma: &mut [E],
     dbeta: &mut [E],
     simd: bool,
@@ -341,7 +429,7 @@ fn backward_group<E: Element>(
     dyg: &[E],
     gamma: &[E],
     beta: &[E],
-    dxg: &mut [E],
+    dxg: &mut [MaybeUninit<E>],
     pg: &mut [E],
     pb: &mut [E],
 ) {
@@ -356,13 +444,19 @@ fn backward_group<E: Element>(
         );
         let (ga, be) = (gamma[ch], beta[ch]);
         match b.act {
-            Activation::Identity => dxc.copy_from_slice(dyc),
+            Activation::Identity => {
+                for (o, &d) in dxc.iter_mut().zip(dyc) {
+                    o.write(d);
+                }
+            }
             Activation::Silu => {
                 for ((o, &v), &d) in dxc.iter_mut().zip(xc).zip(dyc) {
-                    *o = d * silu_derivative(ga * ((v - m) * r) + be);
+                    o.write(d * silu_derivative(ga * ((v - m) * r) + be));
                 }
             }
         }
+        // SAFETY: every element of the channel was written just above.
+        let dxc = unsafe { assume_init_mut(dxc) };
         let sdz = slice_sum(dxc);
         let sdzx = lane_sum(dxc.iter().zip(xc).map(|(&dz, &v)| dz * ((v - m) * r)));
         pb[ch] = sdz;
@@ -371,6 +465,8 @@ fn backward_group<E: Element>(
         sum_dxhat_xhat += ga * sdzx;
     }
     let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat * b.inv_l, sum_dxhat_xhat * b.inv_l);
+    // SAFETY: pass 1 wrote every channel of the block.
+    let dxg = unsafe { assume_init_mut(dxg) };
     // Pass 2: dx = r (γ dz - mean(dx̂) - x̂ mean(dx̂ x̂)).
     for (ch, (dxc, xc)) in dxg
         .chunks_exact_mut(hw)
@@ -398,7 +494,7 @@ unsafe fn backward_group_avx2<E: Element>(
     dyg: &[E],
     gamma: &[E],
     beta: &[E],
-    dxg: &mut [E],
+    dxg: &mut [MaybeUninit<E>],
     pg: &mut [E],
     pb: &mut [E],
 ) {
@@ -418,7 +514,7 @@ unsafe fn backward_group_avx512<E: Element>(
     dyg: &[E],
     gamma: &[E],
     beta: &[E],
-    dxg: &mut [E],
+    dxg: &mut [MaybeUninit<E>],
     pg: &mut [E],
     pb: &mut [E],
 ) {

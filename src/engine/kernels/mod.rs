@@ -16,7 +16,10 @@ pub mod upsample;
 
 pub use activation::{silu_backward, silu_forward};
 pub use conv::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
-pub use group_norm::{group_norm_backward, group_norm_forward, Activation, GroupNormGeom};
+pub use group_norm::{
+    group_norm_backward, group_norm_backward_uninit, group_norm_forward, group_norm_forward_uninit,
+    Activation, GroupNormGeom,
+};
 pub use linear::{linear_act_backward, linear_act_forward};
 pub use reduce::bias_grad;
 pub use upsample::{upsample_nearest2x_backward, upsample_nearest2x_forward};
@@ -27,6 +30,15 @@ use crate::error::{Error, Result};
 /// outputs (sound: `MaybeUninit<E>` has the layout of `E`, and only valid values are written).
 pub(crate) fn as_uninit<E>(s: &mut [E]) -> &mut [std::mem::MaybeUninit<E>] {
     // SAFETY: see above.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
+}
+
+/// Memory whose every element has been written, viewed as initialised.
+///
+/// # Safety
+/// Every element of `s` must be initialised.
+pub(crate) unsafe fn assume_init_mut<E>(s: &mut [std::mem::MaybeUninit<E>]) -> &mut [E] {
+    // SAFETY: `MaybeUninit<E>` has the layout of `E`, and the caller vouches for the values.
     unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
 }
 

@@ -31,24 +31,22 @@ struct GroupNormBack<E: Element> {
 impl<E: Element> Backward<E> for GroupNormBack<E> {
     fn backward(self: Box<Self>, dy: ArrayD<E>, needs: &[bool]) -> Vec<Option<ArrayD<E>>> {
         let g = &self.geom;
-        let mut dx = crate::engine::par::zeros(g.len());
-        let (mut dgamma, mut dbeta) = (
-            crate::engine::par::zeros(g.c),
-            crate::engine::par::zeros(g.c),
-        );
-        kernels::group_norm_backward(
-            g,
-            self.act,
-            self.x.as_slice().unwrap(),
-            self.gamma.as_slice().unwrap(),
-            self.beta.as_slice().unwrap(),
-            &self.mean,
-            &self.rstd,
-            dy.as_slice().unwrap(),
-            &mut dx,
-            &mut dgamma,
-            &mut dbeta,
-        );
+        let (mut dgamma, mut dbeta) = (vec![E::zero(); g.c], vec![E::zero(); g.c]);
+        let dx = crate::engine::par::written(g.len(), |dx| {
+            kernels::group_norm_backward_uninit(
+                g,
+                self.act,
+                self.x.as_slice().unwrap(),
+                self.gamma.as_slice().unwrap(),
+                self.beta.as_slice().unwrap(),
+                &self.mean,
+                &self.rstd,
+                dy.as_slice().unwrap(),
+                dx,
+                &mut dgamma,
+                &mut dbeta,
+            )
+        });
         vec![
             needs[0].then(|| ArrayD::from_shape_vec(self.x.raw_dim(), dx).unwrap()),
             needs[1].then(|| ArrayD::from_shape_vec(IxDyn(&[g.c]), dgamma).unwrap()),
@@ -129,22 +127,24 @@ impl<E: Element> Graph<E> {
             return Ok(self.record(y, &[x, gamma, beta], Box::new(rule)));
         }
         let geom = GroupNormGeom::new(n, c, hw, groups)?;
-        let mut y = crate::engine::par::zeros(geom.len());
         let (mut mean, mut rstd) = (
-            crate::engine::par::zeros(geom.stats_len()),
-            crate::engine::par::zeros(geom.stats_len()),
+            vec![E::zero(); geom.stats_len()],
+            vec![E::zero(); geom.stats_len()],
         );
-        kernels::group_norm_forward(
-            &geom,
-            act,
-            <E as Element>::from_f64(eps),
-            x.as_slice(),
-            gamma.as_slice(),
-            beta.as_slice(),
-            &mut y,
-            &mut mean,
-            &mut rstd,
-        );
+        // Every element of `y` is written (the input is not empty).
+        let y = crate::engine::par::written(geom.len(), |y| {
+            kernels::group_norm_forward_uninit(
+                &geom,
+                act,
+                <E as Element>::from_f64(eps),
+                x.as_slice(),
+                gamma.as_slice(),
+                beta.as_slice(),
+                y,
+                &mut mean,
+                &mut rstd,
+            )
+        });
         let y = ArrayD::from_shape_vec(x.value.raw_dim(), y).unwrap();
         let rule = GroupNormBack {
             geom,

@@ -1,6 +1,8 @@
 //! Shape ops: reshape, permute, concatenation and narrowing. Their backward rules move the
 //! gradient back without arithmetic.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use rayon::prelude::*;
 
@@ -57,20 +59,23 @@ impl<E: Element> Backward<E> for ConcatBack {
             let part = needs[i].then(|| {
                 let mut shape = g.shape().to_vec();
                 shape[self.axis] = s;
-                let mut v = crate::engine::par::zeros(outer * s * inner);
-                let block = |(o, dst): (usize, &mut [E])| {
-                    let src = o * total * inner + start * inner;
-                    dst.copy_from_slice(&gs[src..src + s * inner]);
-                };
-                if s * inner > 0 {
-                    if v.len() >= crate::engine::par::PAR_MIN {
-                        v.par_chunks_exact_mut(s * inner)
-                            .enumerate()
-                            .for_each(block);
-                    } else {
-                        v.chunks_exact_mut(s * inner).enumerate().for_each(block);
+                let len = outer * s * inner;
+                // Every block is copied (when a block is empty, so is `v`).
+                let v = crate::engine::par::written(len, |v| {
+                    let block = |(o, dst): (usize, &mut [MaybeUninit<E>])| {
+                        let src = o * total * inner + start * inner;
+                        crate::engine::par::write_slice(dst, &gs[src..src + s * inner]);
+                    };
+                    if s * inner > 0 {
+                        if len >= crate::engine::par::PAR_MIN {
+                            v.par_chunks_exact_mut(s * inner)
+                                .enumerate()
+                                .for_each(block);
+                        } else {
+                            v.chunks_exact_mut(s * inner).enumerate().for_each(block);
+                        }
                     }
-                }
+                });
                 ArrayD::from_shape_vec(IxDyn(&shape), v).expect("sizes")
             });
             out.push(part);
@@ -181,26 +186,33 @@ impl<E: Element> Graph<E> {
         let total: usize = xs.iter().map(|t| t.shape()[axis]).sum();
         let mut shape = first.shape().to_vec();
         shape[axis] = total;
-        let mut y = crate::engine::par::zeros(outer * total * inner);
-        let block = |(o, dst): (usize, &mut [E])| {
-            let mut at = 0;
-            for t in xs {
-                let len = t.shape()[axis] * inner;
-                dst[at..at + len].copy_from_slice(&t.as_slice()[o * len..(o + 1) * len]);
-                at += len;
+        let len = outer * total * inner;
+        // Every output block is the inputs' blocks end to end (when a block is empty, so is
+        // `y`).
+        let y = crate::engine::par::written(len, |y| {
+            let block = |(o, dst): (usize, &mut [MaybeUninit<E>])| {
+                let mut at = 0;
+                for t in xs {
+                    let l = t.shape()[axis] * inner;
+                    crate::engine::par::write_slice(
+                        &mut dst[at..at + l],
+                        &t.as_slice()[o * l..(o + 1) * l],
+                    );
+                    at += l;
+                }
+            };
+            if total * inner > 0 {
+                if len >= crate::engine::par::PAR_MIN {
+                    y.par_chunks_exact_mut(total * inner)
+                        .enumerate()
+                        .for_each(block);
+                } else {
+                    y.chunks_exact_mut(total * inner)
+                        .enumerate()
+                        .for_each(block);
+                }
             }
-        };
-        if total * inner > 0 {
-            if y.len() >= crate::engine::par::PAR_MIN {
-                y.par_chunks_exact_mut(total * inner)
-                    .enumerate()
-                    .for_each(block);
-            } else {
-                y.chunks_exact_mut(total * inner)
-                    .enumerate()
-                    .for_each(block);
-            }
-        }
+        });
         let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("sizes");
         let rule = ConcatBack {
             axis,
