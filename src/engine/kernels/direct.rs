@@ -618,28 +618,35 @@ unsafe fn wgrad_image<const OV: usize>(
 }
 
 /// One image's weight gradient for the `16·OV` output channels of a block and the nine
-/// broadcast rows `xc + offs[t]`, added lane-wise to `accm` (`9 × OV` vectors, row-major),
-/// the running sum over the images of a chunk.
+/// broadcast rows `xc + offs[t]`, written (`first`, the chunk's first image) or added
+/// lane-wise to `accm` (`9 × OV` vectors, row-major): the running sum over the images of a
+/// chunk.
 ///
 /// # Safety
-/// As [`wgrad_image`], and `accm` has `9·16·OV` floats.
+/// As [`wgrad_image`], and `accm` has `9·16·OV` floats, initialised unless `first`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn wgrad_block<const OV: usize>(
     fr: &Framed,
     dyt: &[f32],
     ldo: usize,
     xc: *const f32,
     offs: &[usize; 9],
-    accm: &mut [f32],
+    accm: &mut [MaybeUninit<f32>],
+    first: bool,
 ) {
     debug_assert_eq!(accm.len(), 9 * OV * L);
     let mut acc = [[_mm512_setzero_ps(); OV]; 9];
     wgrad_image::<OV>(fr, dyt.as_ptr(), ldo, xc, offs, &mut acc);
     for (t, row) in acc.iter().enumerate() {
         for (v, a) in row.iter().enumerate() {
-            let m = accm.as_mut_ptr().add((t * OV + v) * L);
-            _mm512_storeu_ps(m, _mm512_add_ps(_mm512_loadu_ps(m), *a));
+            let m = accm.as_mut_ptr().add((t * OV + v) * L).cast::<f32>();
+            if first {
+                _mm512_storeu_ps(m, *a);
+            } else {
+                _mm512_storeu_ps(m, _mm512_add_ps(_mm512_loadu_ps(m), *a));
+            }
         }
     }
 }
@@ -727,49 +734,52 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     // rows times the block's vectors (`9·ldo` floats per group). They are added in chunk
     // order, then reordered into OIHW once.
     let al = groups * 9 * ldo;
-    let mut partials = crate::engine::par::zeros::<f32>(al * n_chunks);
-    partials.par_chunks_mut(al).enumerate().for_each_init(
-        // One image's framed input (3×3 only) and transposed output gradient.
-        || {
-            (
-                vec![0f32; if k == 3 { ci * fr.pl } else { 0 }],
-                vec![0f32; hw * ldo],
-            )
-        },
-        |(xp, dyt), (kc, accm)| {
-            let lo = kc * chunk;
-            for img in lo..(lo + chunk).min(n) {
-                let xi = &x[img * ci * hw..(img + 1) * ci * hw];
-                let planes: &[f32] = if k == 3 {
-                    fr.pad(ci, xi, xp);
-                    xp
-                } else {
-                    xi
-                };
-                transpose_positions(&dy[img * co * hw..(img + 1) * co * hw], co, hw, dyt, ldo);
-                #[cfg(target_arch = "x86_64")]
-                for gi in 0..groups {
-                    let (base, offs) = group(gi);
-                    let xc = planes[base..].as_ptr();
-                    for &(o0, nv) in &blocks {
-                        let am = &mut accm[gi * 9 * ldo + 9 * o0..gi * 9 * ldo + 9 * (o0 + nv * L)];
-                        let d = &dyt[o0..];
-                        // SAFETY: AVX-512F was checked by `check`; the rows of `d` are `ldo`
-                        // apart and the block's vectors end at `o0 + 16·nv <= ldo`. Reads of
-                        // `xc` stay inside `planes`: 3×3, the largest index of a plane is
-                        // `(h+1)·s + w + 1 < pl`; 1×1, `(ci-1)·hw + hw - 1`.
-                        unsafe {
-                            match nv {
-                                1 => wgrad_block::<1>(&fr, d, ldo, xc, &offs, am),
-                                2 => wgrad_block::<2>(&fr, d, ldo, xc, &offs, am),
-                                _ => wgrad_block::<3>(&fr, d, ldo, xc, &offs, am),
+    // Every element is written by the first image of its chunk (no zero fill first).
+    let partials = crate::engine::par::written::<f32>(al * n_chunks, |partials| {
+        partials.par_chunks_mut(al).enumerate().for_each_init(
+            // One image's framed input (3×3 only) and transposed output gradient.
+            || {
+                (
+                    vec![0f32; if k == 3 { ci * fr.pl } else { 0 }],
+                    vec![0f32; hw * ldo],
+                )
+            },
+            |(xp, dyt), (kc, accm)| {
+                let lo = kc * chunk;
+                for img in lo..(lo + chunk).min(n) {
+                    let xi = &x[img * ci * hw..(img + 1) * ci * hw];
+                    let planes: &[f32] = if k == 3 {
+                        fr.pad(ci, xi, xp);
+                        xp
+                    } else {
+                        xi
+                    };
+                    transpose_positions(&dy[img * co * hw..(img + 1) * co * hw], co, hw, dyt, ldo);
+                    #[cfg(target_arch = "x86_64")]
+                    for gi in 0..groups {
+                        let (base, offs) = group(gi);
+                        let xc = planes[base..].as_ptr();
+                        for &(o0, nv) in &blocks {
+                            let am =
+                                &mut accm[gi * 9 * ldo + 9 * o0..gi * 9 * ldo + 9 * (o0 + nv * L)];
+                            let d = &dyt[o0..];
+                            // SAFETY: AVX-512F was checked by `check`; the rows of `d` are `ldo`
+                            // apart and the block's vectors end at `o0 + 16·nv <= ldo`. Reads of
+                            // `xc` stay inside `planes`: 3×3, the largest index of a plane is
+                            // `(h+1)·s + w + 1 < pl`; 1×1, `(ci-1)·hw + hw - 1`.
+                            unsafe {
+                                match nv {
+                                    1 => wgrad_block::<1>(&fr, d, ldo, xc, &offs, am, img == lo),
+                                    2 => wgrad_block::<2>(&fr, d, ldo, xc, &offs, am, img == lo),
+                                    _ => wgrad_block::<3>(&fr, d, ldo, xc, &offs, am, img == lo),
+                                }
                             }
                         }
                     }
                 }
-            }
-        },
-    );
+            },
+        );
+    });
     let mut sum = vec![0f32; al];
     reduce_in_order(&partials, &mut sum);
     // Row `t` of group `gi` is input channel `c`, tap `tap`: 3×3, the nine taps of channel
