@@ -633,6 +633,26 @@ fn check_group_norm<E: Element>(g: &GroupNormGeom, silu: bool, seed: u64, kernel
 }
 
 proptest! {
+    /// The vectorising forms of the fixed-order sum give the very bits of `lane_sum`
+    /// (accumulator `i mod 8`, then the pairwise combination), in f32 where rounding shows
+    /// any change of order: group norm's statistics moved to them without changing a result.
+    #[test]
+    fn lane_sum_forms_give_the_same_bits(len in 0usize..200, seed in 0u64..1000) {
+        use scoresde::engine::kernels::reduce::{lane_sum, lane_sum_map, lane_sum_zip, slice_sum};
+        let x: Vec<f32> = random_vec(len, seed).iter().map(|&v| (v * 1e3) as f32).collect();
+        let y: Vec<f32> = random_vec(len, seed + 1).iter().map(|&v| v as f32).collect();
+        let sq = |v: f32| (v - 0.3) * (v - 0.3);
+        prop_assert_eq!(lane_sum_map(&x, sq).to_bits(), lane_sum(x.iter().map(|&v| sq(v))).to_bits());
+        prop_assert_eq!(lane_sum_map(&x, |v| v).to_bits(), slice_sum(&x).to_bits());
+        let prod = |a: f32, b: f32| a * (b - 0.1);
+        prop_assert_eq!(
+            lane_sum_zip(&x, &y, prod).to_bits(),
+            lane_sum(x.iter().zip(&y).map(|(&a, &b)| prod(a, b))).to_bits()
+        );
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Fused group norm (+ SiLU) forward and backward agree with the definition (forward)

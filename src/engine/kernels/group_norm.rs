@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::activation::{has_avx2_fma, has_avx512, silu, silu_derivative};
-use super::reduce::{lane_sum, reduce_in_order, slice_sum};
+use super::reduce::{lane_sum_map, lane_sum_zip, reduce_in_order, slice_sum};
 use super::{as_uninit, assume_init_mut};
 use crate::engine::element::Element;
 use crate::error::{Error, Result};
@@ -201,7 +201,7 @@ fn forward_group<E: Element>(
     yg: &mut [MaybeUninit<E>],
 ) -> (E, E) {
     let m = slice_sum(xg) * inv_l;
-    let var = lane_sum(xg.iter().map(|&v| (v - m) * (v - m))) * inv_l;
+    let var = lane_sum_map(xg, |v| (v - m) * (v - m)) * inv_l;
     let r = E::one() / (var + eps).sqrt();
     for ((yc, xc), (&ga, &be)) in yg
         .chunks_exact_mut(hw)
@@ -458,7 +458,7 @@ fn backward_group<E: Element>(
         // SAFETY: every element of the channel was written just above.
         let dxc = unsafe { assume_init_mut(dxc) };
         let sdz = slice_sum(dxc);
-        let sdzx = lane_sum(dxc.iter().zip(xc).map(|(&dz, &v)| dz * ((v - m) * r)));
+        let sdzx = lane_sum_zip(dxc, xc, |dz, v| dz * ((v - m) * r));
         pb[ch] = sdz;
         pg[ch] = sdzx;
         sum_dxhat += ga * sdz;

@@ -16,6 +16,41 @@ pub fn lane_sum<E: Element>(xs: impl IntoIterator<Item = E>) -> E {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
+/// `lane_sum(xs.iter().map(f))`, the same order and bits, in a form that vectorises (the
+/// eight accumulators advance together over chunks of eight).
+#[inline(always)]
+pub fn lane_sum_map<E: Element>(xs: &[E], f: impl Fn(E) -> E) -> E {
+    let mut acc = [E::zero(); 8];
+    let mut chunks = xs.chunks_exact(8);
+    for ch in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(ch) {
+            *a += f(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += f(v);
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// `lane_sum(xs.iter().zip(ys).map(|(&x, &y)| f(x, y)))` for slices of equal length, the
+/// same order and bits, in a form that vectorises.
+#[inline(always)]
+pub fn lane_sum_zip<E: Element>(xs: &[E], ys: &[E], f: impl Fn(E, E) -> E) -> E {
+    assert_eq!(xs.len(), ys.len(), "lane_sum_zip: lengths");
+    let mut acc = [E::zero(); 8];
+    let (mut cx, mut cy) = (xs.chunks_exact(8), ys.chunks_exact(8));
+    for (a8, b8) in (&mut cx).zip(&mut cy) {
+        for ((a, &x), &y) in acc.iter_mut().zip(a8).zip(b8) {
+            *a += f(x, y);
+        }
+    }
+    for ((a, &x), &y) in acc.iter_mut().zip(cx.remainder()).zip(cy.remainder()) {
+        *a += f(x, y);
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
 /// Sum of a slice in the same order as [`lane_sum`], in a form that vectorises.
 pub fn slice_sum<E: Element>(xs: &[E]) -> E {
     let mut acc = [E::zero(); 8];
