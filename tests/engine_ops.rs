@@ -491,3 +491,31 @@ fn allocator_settings_are_applied() {
     let b = vec![0.0f32; 3 << 20];
     assert!(b.iter().all(|&v| v == 0.0));
 }
+
+/// Swapping the last two axes (the blocked, batch-parallel transpose that attention uses)
+/// gives `y[b, j, i] = x[b, i, j]` exactly, below and above the parallel threshold and for
+/// sides that are not multiples of the 16×16 tile, and moves the gradient back transposed:
+/// for `L = Σ y ∘ w`, `dL/dx[b, i, j] = w[b, j, i]`.
+#[test]
+fn last_two_axes_swap_is_the_transpose_and_sends_the_gradient_back() {
+    let mut r = rng::seeded(31);
+    for &(b, m, n) in &[(1, 1, 1), (3, 5, 17), (2, 33, 18), (64, 49, 64), (16, 40, 70)] {
+        let x: ArrayD<f64> = rand_array(&mut r, &[b, m, n], -1.0, 1.0);
+        let w: ArrayD<f64> = rand_array(&mut r, &[b, n, m], -1.0, 1.0);
+        let mut g = Graph::<f64>::new();
+        let xt = g.leaf(x.clone());
+        let y = g.transpose(&xt, 1, 2).unwrap();
+        assert_eq!(y.shape(), &[b, n, m]);
+        for ((bb, j, i), &v) in y.value().indexed_iter().map(|(ix, v)| ((ix[0], ix[1], ix[2]), v)) {
+            assert_eq!(v, x[[bb, i, j]]);
+        }
+        let wt = Tensor::constant(w.clone());
+        let p = g.mul(&y, &wt).unwrap();
+        let l = g.sum(&p, &[0, 1, 2], false).unwrap();
+        let grads = g.backward(&l).unwrap();
+        let dx = grads.wrt(&xt).unwrap();
+        for ((bb, i, j), &v) in dx.indexed_iter().map(|(ix, v)| ((ix[0], ix[1], ix[2]), v)) {
+            assert_eq!(v, w[[bb, j, i]]);
+        }
+    }
+}

@@ -30,7 +30,55 @@ struct PermuteBack {
 
 impl<E: Element> Backward<E> for PermuteBack {
     fn backward(self: Box<Self>, g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
-        vec![Some(standard(g.permuted_axes(IxDyn(&self.inverse))))]
+        vec![Some(permuted(&g, &self.inverse))]
+    }
+}
+
+/// `x` with its axes permuted (`y` axis `i` is `x` axis `axes[i]`), in standard layout. A swap
+/// of the last two axes (a batch of matrix transposes, as attention does) runs as blocked
+/// transposes, the batch split over the rayon pool; other permutations go through ndarray.
+fn permuted<E: Element>(x: &ArrayD<E>, axes: &[usize]) -> ArrayD<E> {
+    let nd = axes.len();
+    let swaps_last_two = nd >= 2
+        && axes[nd - 2] == nd - 1
+        && axes[nd - 1] == nd - 2
+        && axes[..nd - 2].iter().enumerate().all(|(i, &a)| i == a);
+    let Some(xs) = x.as_slice().filter(|_| swaps_last_two) else {
+        return x
+            .view()
+            .permuted_axes(IxDyn(axes))
+            .as_standard_layout()
+            .into_owned();
+    };
+    let (m, n) = (x.shape()[nd - 2], x.shape()[nd - 1]);
+    let mut shape = x.shape().to_vec();
+    shape.swap(nd - 2, nd - 1);
+    let y = crate::engine::par::written(xs.len(), |y| {
+        if m * n == 0 {
+            return;
+        }
+        let one = |(dst, src): (&mut [MaybeUninit<E>], &[E])| transpose_block(src, m, n, dst);
+        if xs.len() >= crate::engine::par::PAR_MIN {
+            y.par_chunks_mut(m * n).zip(xs.par_chunks(m * n)).for_each(one);
+        } else {
+            y.chunks_mut(m * n).zip(xs.chunks(m * n)).for_each(one);
+        }
+    });
+    ArrayD::from_shape_vec(IxDyn(&shape), y).expect("same length")
+}
+
+/// `dst[j·m + i] = src[i·n + j]` for an `m × n` matrix, by 16×16 tiles (both sides stay in
+/// cache lines); writes every element of `dst`.
+fn transpose_block<E: Copy>(src: &[E], m: usize, n: usize, dst: &mut [MaybeUninit<E>]) {
+    const T: usize = 16;
+    for i0 in (0..m).step_by(T) {
+        for j0 in (0..n).step_by(T) {
+            for j in j0..(j0 + T).min(n) {
+                for i in i0..(i0 + T).min(m) {
+                    dst[j * m + i].write(src[i * n + j]);
+                }
+            }
+        }
     }
 }
 
@@ -138,11 +186,7 @@ impl<E: Element> Graph<E> {
         for (i, &a) in axes.iter().enumerate() {
             inverse[a] = i;
         }
-        let y = (*x.value)
-            .view()
-            .permuted_axes(IxDyn(axes))
-            .as_standard_layout()
-            .into_owned();
+        let y = permuted(&x.value, axes);
         Ok(self.record(y, &[x], Box::new(PermuteBack { inverse })))
     }
 
