@@ -295,7 +295,14 @@ proptest! {
         check(seed, vec![x.clone(), wt.clone()], &move |g, x| g.conv2d(&x[0], &x[1], None, stride, pad).unwrap());
         // A bias per image and channel `[N, C_out]` (the folded time embedding).
         let bn = rand_array(&mut r, &[n, co], -1.0, 1.0);
-        check(seed, vec![x, wt, bn], &move |g, x| g.conv2d(&x[0], &x[1], Some(&x[2]), stride, pad).unwrap());
+        check(seed, vec![x.clone(), wt.clone(), bn], &move |g, x| g.conv2d(&x[0], &x[1], Some(&x[2]), stride, pad).unwrap());
+        // A residual added inside the convolution (`conv2d_add`), with and without a bias:
+        // its gradient is the output gradient.
+        let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+        let res = rand_array(&mut r, &[n, co, ho, wo], -1.0, 1.0);
+        let b = rand_array(&mut r, &[co], -1.0, 1.0);
+        check(seed, vec![x.clone(), wt.clone(), b, res.clone()], &move |g, x| g.conv2d_add(&x[0], &x[1], Some(&x[2]), stride, pad, &x[3]).unwrap());
+        check(seed, vec![x, wt, res], &move |g, x| g.conv2d_add(&x[0], &x[1], None, stride, pad, &x[2]).unwrap());
     }
 
     /// Nearest upsampling ×2 and 2×2 average pooling.

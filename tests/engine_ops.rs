@@ -442,6 +442,25 @@ fn bad_shapes_and_parameters_are_typed_errors() {
     // A bias must be [C_out] or [N, C_out]: [C_out, N] and [N+1, C_out] are rejected.
     let x2 = Tensor::<f64>::zeros(&[2, 3, 3, 3]);
     let w1 = Tensor::<f64>::zeros(&[4, 3, 1, 1]);
+    // A fused residual must have the output's shape [2, 4, 3, 3].
+    let res = Tensor::<f64>::zeros(&[2, 4, 3, 3]);
+    assert!(g.conv2d_add(&x2, &w1, None, 1, 0, &res).is_ok());
+    assert!(shape(g.conv2d_add(
+        &x2,
+        &w1,
+        None,
+        1,
+        0,
+        &Tensor::zeros(&[2, 4, 3, 2])
+    )));
+    assert!(shape(g.conv2d_add(
+        &x2,
+        &w1,
+        None,
+        1,
+        0,
+        &Tensor::zeros(&[2, 3, 3, 3])
+    )));
     assert!(g
         .conv2d(&x2, &w1, Some(&Tensor::zeros(&[2, 4])), 1, 0)
         .is_ok());
@@ -499,14 +518,24 @@ fn allocator_settings_are_applied() {
 #[test]
 fn last_two_axes_swap_is_the_transpose_and_sends_the_gradient_back() {
     let mut r = rng::seeded(31);
-    for &(b, m, n) in &[(1, 1, 1), (3, 5, 17), (2, 33, 18), (64, 49, 64), (16, 40, 70)] {
+    for &(b, m, n) in &[
+        (1, 1, 1),
+        (3, 5, 17),
+        (2, 33, 18),
+        (64, 49, 64),
+        (16, 40, 70),
+    ] {
         let x: ArrayD<f64> = rand_array(&mut r, &[b, m, n], -1.0, 1.0);
         let w: ArrayD<f64> = rand_array(&mut r, &[b, n, m], -1.0, 1.0);
         let mut g = Graph::<f64>::new();
         let xt = g.leaf(x.clone());
         let y = g.transpose(&xt, 1, 2).unwrap();
         assert_eq!(y.shape(), &[b, n, m]);
-        for ((bb, j, i), &v) in y.value().indexed_iter().map(|(ix, v)| ((ix[0], ix[1], ix[2]), v)) {
+        for ((bb, j, i), &v) in y
+            .value()
+            .indexed_iter()
+            .map(|(ix, v)| ((ix[0], ix[1], ix[2]), v))
+        {
             assert_eq!(v, x[[bb, i, j]]);
         }
         let wt = Tensor::constant(w.clone());

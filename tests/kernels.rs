@@ -322,6 +322,43 @@ fn conv_per_image_bias_matches_reference() {
     }
 }
 
+/// A residual fused into the convolution (`conv2d_forward_add_alloc`: added to the bias
+/// before the products on the direct path, after the convolution elsewhere) equals the
+/// reference convolution plus the residual, to the forward bound with one more term, on the
+/// direct 3×3 and 1×1 shapes (partial last vectors, rows past the 8-row tile) and the GEMM
+/// path, in f32 and f64.
+#[test]
+fn conv_with_residual_matches_reference_plus_residual() {
+    for g in [
+        Conv2dGeom::new(3, 5, 9, 7, 11, 3, 3, 1, 1).unwrap(),
+        Conv2dGeom::new(2, 19, 7, 7, 9, 1, 1, 1, 0).unwrap(),
+        Conv2dGeom::new(3, 5, 9, 7, 11, 3, 3, 2, 1).unwrap(),
+    ] {
+        let c = ConvCase::new(&g, 11);
+        let res = random_vec(g.y_len(), 12);
+        let mut want = vec![0.0; g.y_len()];
+        reference::conv2d_forward(&g, &c.x, &c.w, Some(&c.b), &mut want);
+        let mut s = vec![0.0; g.y_len()];
+        reference::conv2d_forward(&g, &abs(&c.x), &abs(&c.w), Some(&abs(&c.b)), &mut s);
+        for ((w, s), r) in want.iter_mut().zip(&mut s).zip(&res) {
+            *w += r;
+            *s += r.abs();
+        }
+        let k = (g.c_in * g.kh * g.kw + 2) as f64;
+        let f = |v: &[f64]| as_f32(v).0;
+        let got = kernels::conv::conv2d_forward_add_alloc(
+            &g,
+            &f(&c.x),
+            &f(&c.w),
+            Some(&f(&c.b)),
+            &f(&res),
+        );
+        assert_within("residual f32", &got, &want, &s, k, tf(f32::EPSILON));
+        let got = kernels::conv::conv2d_forward_add_alloc(&g, &c.x, &c.w, Some(&c.b), &res);
+        assert_within("residual f64", &got, &want, &s, 2.0 * k, f64::EPSILON);
+    }
+}
+
 /// The allocating entry points (`conv2d_forward_alloc`, `conv2d_backward_input_alloc`, which
 /// skip the zero fill on the direct path) give the same bits as the in-place kernels, on
 /// the direct path and on the GEMM path, so every element of the new buffer was written.

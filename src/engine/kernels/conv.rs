@@ -461,6 +461,34 @@ pub fn conv2d_forward_alloc<E: Element>(
     y
 }
 
+/// A new `y = res + conv(x)`: [`conv2d_forward_alloc`] plus a residual `res` shaped as `y`
+/// (a residual connection fused into the convolution that ends the branch). On the direct
+/// path the residual is added to the bias before the products, in the same pass; elsewhere it
+/// is added to the finished convolution.
+pub fn conv2d_forward_add_alloc<E: Element>(
+    g: &Conv2dGeom,
+    x: &[E],
+    w: &[E],
+    bias: Option<&[E]>,
+    res: &[E],
+) -> Vec<E> {
+    let len = g.y_len();
+    assert_eq!(res.len(), len, "conv2d: residual length");
+    if uses_direct::<E>(g) {
+        check(g, x.len(), w.len(), len);
+        let b = bias.map(|b| as_f32(b).unwrap());
+        let (xf, wf, rf) = (as_f32(x).unwrap(), as_f32(w).unwrap(), as_f32(res).unwrap());
+        return new_written_f32(len, |y| {
+            direct::forward_add_uninit(g, xf, wf, b, Some(rf), y)
+        });
+    }
+    let mut y = conv2d_forward_alloc(g, x, w, bias);
+    y.par_iter_mut()
+        .zip(res.par_iter())
+        .for_each(|(y, &r)| *y += r);
+    y
+}
+
 /// A new `dx` of [`conv2d_backward_input`], written without a zero fill on the direct path
 /// (as [`conv2d_forward_alloc`]).
 pub fn conv2d_backward_input_alloc<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E]) -> Vec<E> {

@@ -215,8 +215,8 @@ macro_rules! tap {
     }};
 }
 
-/// One `MR × NVV` tile of a `K × K` correlation: `out[m·ld + 16v + lane] = bias[m] +
-/// Σ_c Σ_{a,b} wp[(c·K² + K·a + b)·MR + m] · m_b · xp[c·pl + a·w + b + 16v + lane]`, the sum
+/// One `MR × NVV` tile of a `K × K` correlation: `out[m·ld + 16v + lane] = (bias[m] +
+/// res[m·ld + 16v + lane]) + Σ_c Σ_{a,b} wp[(c·K² + K·a + b)·MR + m] · m_b · xp[c·pl + a·w + b + 16v + lane]`, the sum
 /// over `c` outer and the taps inner, where `m_b` zeroes the lanes outside `tile.left` (`b =
 /// 0`), outside `tile.right` (`b = 2`) and, for `K = 1`, outside `tile.tail`. Stores rows
 /// `m < rows`, each vector's lanes in `tile.tail`.
@@ -224,7 +224,8 @@ macro_rules! tap {
 /// # Safety
 /// AVX-512F must be available; `xp` must be readable at `c·pl + (K-1)·(w+1) + 16·NVV` for
 /// every `c < k_in` (for `K = 1`, at the lanes in `tile.tail`), `wp` at `k_in·K²·MR` floats,
-/// `out` writable at `m·ld + 16v + lane` for `m < rows` and the lanes in `tile.tail`.
+/// `out` writable at `m·ld + 16v + lane` for `m < rows` and the lanes in `tile.tail`; `res`
+/// null or readable there.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -236,6 +237,7 @@ unsafe fn tile<const K: usize, const NVV: usize>(
     tile: &Tile,
     wp: *const f32,
     bias: &[f32; MR],
+    res: *const f32,
     out: *mut f32,
     ld: usize,
     rows: usize,
@@ -246,6 +248,14 @@ unsafe fn tile<const K: usize, const NVV: usize>(
     let mut acc = [[_mm512_setzero_ps(); NVV]; MR];
     for (row, &b) in acc.iter_mut().zip(bias) {
         *row = [_mm512_set1_ps(b); NVV];
+    }
+    if !res.is_null() {
+        for (m, row) in acc.iter_mut().enumerate().take(rows) {
+            for (v, a) in row.iter_mut().enumerate() {
+                let r = _mm512_maskz_loadu_ps(tail[v], res.add(m * ld + L * v));
+                *a = _mm512_add_ps(*a, r);
+            }
+        }
     }
     for c in 0..k_in {
         let xc = xp.add(c * pl);
@@ -280,7 +290,8 @@ unsafe fn tile<const K: usize, const NVV: usize>(
 
 /// The correlation of one image: `k_in` planes in `xp` (padded as [`Rows`] says for `K = 3`,
 /// the image itself for `K = 1`) with the packed weight `wp` into the `k_out` NCHW planes of
-/// `out`, each starting at `bias(o)`.
+/// `out`, each starting at `bias(o)` plus, given a residual `res` (`k_out` planes), its
+/// element.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn correlate_image<const K: usize>(
@@ -291,9 +302,13 @@ fn correlate_image<const K: usize>(
     xp: &[f32],
     wp: &[f32],
     bias: impl Fn(usize) -> f32,
+    res: Option<&[f32]>,
     out: &mut [MaybeUninit<f32>],
 ) {
     let (hw, kk, blocks) = (rows.hw(), K * K, k_out.div_ceil(MR));
+    if let Some(r) = res {
+        assert_eq!(r.len(), k_out * hw, "direct conv: residual length");
+    }
     assert_eq!(rows.k, K, "direct conv: kernel size");
     let need = if K == 1 {
         k_in * hw
@@ -317,15 +332,18 @@ fn correlate_image<const K: usize>(
         // SAFETY: AVX-512F was checked above. For K = 3 a tile reads `xp` up to index
         // `(k_in-1)·pl + 2w + 2 + 16·nvec - 1 <= k_in·pl + 15 < buf_len(k_in)`; for K = 1
         // only lanes `q < hw` of each plane, below `k_in·hw`. It writes rows `o0 + m < k_out`
-        // at positions `q < hw` of their planes, inside `out` (length `k_out·hw`).
+        // at positions `q < hw` of their planes, inside `out` (length `k_out·hw`), and reads
+        // the residual at the same places.
         unsafe {
             let (x, w, o) = (xp.as_ptr(), wb.as_ptr(), out.as_mut_ptr().cast::<f32>());
             for t in tiles {
-                let (x, o) = (x.add(t.q0), o.add(o0 * hw + t.q0));
+                let at = o0 * hw + t.q0;
+                let (x, o) = (x.add(t.q0), o.add(at));
+                let r = res.map_or(std::ptr::null(), |r| r.as_ptr().add(at));
                 match t.nv {
-                    1 => tile::<K, 1>(x, pl, k_in, rows.w, t, w, &b, o, hw, valid),
-                    2 => tile::<K, 2>(x, pl, k_in, rows.w, t, w, &b, o, hw, valid),
-                    _ => tile::<K, NV>(x, pl, k_in, rows.w, t, w, &b, o, hw, valid),
+                    1 => tile::<K, 1>(x, pl, k_in, rows.w, t, w, &b, r, o, hw, valid),
+                    2 => tile::<K, 2>(x, pl, k_in, rows.w, t, w, &b, r, o, hw, valid),
+                    _ => tile::<K, NV>(x, pl, k_in, rows.w, t, w, &b, r, o, hw, valid),
                 }
             }
         }
@@ -334,8 +352,8 @@ fn correlate_image<const K: usize>(
 
 /// Correlates `n` images of `k_in` planes (`src`, NCHW) into `k_out` planes (`dst`, NCHW,
 /// every element written), `dst[o] = bias[o] + Σ_c Σ_t wp(o, c, t) · (src[c] shifted by tap
-/// t)` (bias per channel or per image and channel, [`super::bias_at`]), one image per rayon
-/// task.
+/// t)` (bias per channel or per image and channel, [`super::bias_at`]) plus, given one,
+/// `res` (shaped as `dst`), one image per rayon task.
 #[allow(clippy::too_many_arguments)]
 fn correlate<const K: usize>(
     g: &Conv2dGeom,
@@ -344,6 +362,7 @@ fn correlate<const K: usize>(
     src: &[f32],
     wp: &[f32],
     bias: Option<&[f32]>,
+    res: Option<&[f32]>,
     dst: &mut [MaybeUninit<f32>],
 ) {
     let rows = Rows::new(K, g.h, g.w);
@@ -351,6 +370,9 @@ fn correlate<const K: usize>(
     let (in_img, out_img) = (k_in * hw, k_out * hw);
     assert_eq!(src.len(), g.n * in_img, "direct conv: input length");
     assert_eq!(dst.len(), g.n * out_img, "direct conv: output length");
+    if let Some(r) = res {
+        assert_eq!(r.len(), dst.len(), "direct conv: residual length");
+    }
     let tiles = rows.tiles();
     dst.par_chunks_mut(out_img)
         .zip(src.par_chunks(in_img))
@@ -371,8 +393,9 @@ fn correlate<const K: usize>(
                     xp
                 };
                 let b = |o: usize| bias.map_or(0.0, |b| super::bias_at(b, k_out, img, o));
+                let r = res.map(|r| &r[img * out_img..(img + 1) * out_img]);
                 #[cfg(target_arch = "x86_64")]
-                correlate_image::<K>(&rows, &tiles, k_in, k_out, planes, wp, b, d);
+                correlate_image::<K>(&rows, &tiles, k_in, k_out, planes, wp, b, r, d);
             },
         );
 }
@@ -405,6 +428,19 @@ pub fn forward_uninit(
     bias: Option<&[f32]>,
     y: &mut [MaybeUninit<f32>],
 ) {
+    forward_add_uninit(g, x, w, bias, None, y)
+}
+
+/// [`forward_uninit`] plus a residual: `y = res + conv(x)` (`res` shaped as `y`), the
+/// residual added to the bias before the products, in the same pass.
+pub fn forward_add_uninit(
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+) {
     let k = check(g);
     assert_eq!(w.len(), g.w_len(), "direct conv: weight length");
     if let Some(b) = bias {
@@ -413,9 +449,9 @@ pub fn forward_uninit(
     let (ci, co, kk) = (g.c_in, g.c_out, k * k);
     let wp = pack(co, ci, kk, |o, c, t| w[(o * ci + c) * kk + t]);
     if k == 1 {
-        correlate::<1>(g, ci, co, x, &wp, bias, y)
+        correlate::<1>(g, ci, co, x, &wp, bias, res, y)
     } else {
-        correlate::<3>(g, ci, co, x, &wp, bias, y)
+        correlate::<3>(g, ci, co, x, &wp, bias, res, y)
     }
 }
 // ANCHOR_END: direct_forward
@@ -438,9 +474,9 @@ pub fn backward_input_uninit(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [Ma
     let (ci, co, kk) = (g.c_in, g.c_out, k * k);
     let wp = pack(ci, co, kk, |c, o, t| w[(o * ci + c) * kk + (kk - 1 - t)]);
     if k == 1 {
-        correlate::<1>(g, co, ci, dy, &wp, None, dx)
+        correlate::<1>(g, co, ci, dy, &wp, None, None, dx)
     } else {
-        correlate::<3>(g, co, ci, dy, &wp, None, dx)
+        correlate::<3>(g, co, ci, dy, &wp, None, None, dx)
     }
 }
 

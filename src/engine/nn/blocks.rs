@@ -123,12 +123,12 @@ impl ResBlock {
         // conv1(r) + te[:, :, None, None], the embedding folded into conv1's bias.
         let r = self.conv1.forward_shifted(g, store, &r, &te)?;
         let r = self.norm2.forward_silu(g, store, &r)?;
-        let r = self.conv2.forward(g, store, &r)?;
         let s = match &self.skip {
             Some(conv) => conv.forward(g, store, h)?,
             None => h.clone(),
         };
-        g.add(&s, &r)
+        // skip(h) + conv2(r), the residual added inside the convolution.
+        self.conv2.forward_add(g, store, &r, &s)
     }
 }
 // ANCHOR_END: resblock
@@ -195,8 +195,8 @@ impl AttnBlock {
         let a = g.attention(&q, &k, &v)?; // [B, HW, C]
         let a = g.transpose(&a, 1, 2)?;
         let a = g.reshape(&a, &[b, c, hh, ww])?;
-        let p = self.proj.forward(g, store, &a)?;
-        g.add(h, &p)
+        // h + proj(a), the residual added inside the convolution.
+        self.proj.forward_add(g, store, &a, h)
     }
 }
 // ANCHOR_END: attnblock

@@ -178,6 +178,20 @@ impl Conv2d {
         g.conv2d(x, &w, Some(&b), self.stride, self.pad)
     }
 
+    /// `res + conv(x)` for a residual `res` shaped as the output, in one op
+    /// ([`Graph::conv2d_add`]).
+    pub fn forward_add<E: Element>(
+        &self,
+        g: &mut Graph<E>,
+        store: &ParamStore<E>,
+        x: &Tensor<E>,
+        res: &Tensor<E>,
+    ) -> Result<Tensor<E>> {
+        let w = g.param(store, self.weight);
+        let b = g.param(store, self.bias);
+        g.conv2d_add(x, &w, Some(&b), self.stride, self.pad, res)
+    }
+
     /// `conv(x) + shift[:, :, None, None]` for a per-image shift `[N, C_out]`, computed as
     /// one convolution whose bias is `bias + shift` (per image): the same sum as adding the
     /// broadcast shift to the output, without a pass over the output.

@@ -22,6 +22,8 @@ struct Conv2dBack<E: Element> {
     w: Arc<ArrayD<E>>,
     /// `[C_out]`, `[N, C_out]` for a bias per image, or empty without a bias.
     bias_shape: Vec<usize>,
+    /// A residual was added to the output ([`Graph::conv2d_add`]); its gradient is `dy`.
+    residual: bool,
 }
 
 /// Runs one convolution kernel, charged in profiles to a detail entry named after the shape
@@ -73,6 +75,10 @@ impl<E: Element> Backward<E> for Conv2dBack<E> {
         if has_bias {
             out.push(db);
         }
+        if self.residual {
+            // The residual's gradient is `dy` itself, handed over without a copy.
+            out.push(needs[out.len()].then_some(g));
+        }
         out
     }
 }
@@ -89,6 +95,33 @@ impl<E: Element> Graph<E> {
         bias: Option<&Tensor<E>>,
         stride: usize,
         pad: usize,
+    ) -> Result<Tensor<E>> {
+        self.conv2d_res(x, w, bias, stride, pad, None)
+    }
+
+    /// `res + conv2d(x, w, bias)`: a residual connection fused into the convolution that
+    /// ends a branch (`res` has the output's shape). One pass over the output instead of two,
+    /// and the residual's gradient is the output gradient itself, passed on without a copy.
+    pub fn conv2d_add(
+        &mut self,
+        x: &Tensor<E>,
+        w: &Tensor<E>,
+        bias: Option<&Tensor<E>>,
+        stride: usize,
+        pad: usize,
+        res: &Tensor<E>,
+    ) -> Result<Tensor<E>> {
+        self.conv2d_res(x, w, bias, stride, pad, Some(res))
+    }
+
+    fn conv2d_res(
+        &mut self,
+        x: &Tensor<E>,
+        w: &Tensor<E>,
+        bias: Option<&Tensor<E>>,
+        stride: usize,
+        pad: usize,
+        res: Option<&Tensor<E>>,
     ) -> Result<Tensor<E>> {
         let (&[n, c_in, h, wd], &[c_out, c_in2, kh, kw]) = (x.shape(), w.shape()) else {
             return Err(Error::Shape(format!(
@@ -130,25 +163,32 @@ impl<E: Element> Graph<E> {
             stride,
             pad,
         };
-        let y = detail(&geom, "forward", || {
-            kernels::conv::conv2d_forward_alloc(
-                &geom,
-                x.as_slice(),
-                w.as_slice(),
-                bias.map(|b| b.as_slice()),
-            )
+        let y_shape = [n, c_out, geom.h_out(), geom.w_out()];
+        if let Some(r) = res {
+            if r.shape() != y_shape {
+                return Err(Error::Shape(format!(
+                    "conv2d_add: residual {:?} for an output {y_shape:?}",
+                    r.shape()
+                )));
+            }
+        }
+        let (xs, ws, bs) = (x.as_slice(), w.as_slice(), bias.map(|b| b.as_slice()));
+        let y = detail(&geom, "forward", || match res {
+            Some(r) => kernels::conv::conv2d_forward_add_alloc(&geom, xs, ws, bs, r.as_slice()),
+            None => kernels::conv::conv2d_forward_alloc(&geom, xs, ws, bs),
         });
-        let y = ArrayD::from_shape_vec(IxDyn(&[n, c_out, geom.h_out(), geom.w_out()]), y).unwrap();
+        let y = ArrayD::from_shape_vec(IxDyn(&y_shape), y).unwrap();
         let rule = Conv2dBack {
             geom,
             x: Arc::clone(&x.value),
             w: Arc::clone(&w.value),
             bias_shape: bias.map_or(vec![], |b| b.shape().to_vec()),
+            residual: res.is_some(),
         };
-        Ok(match bias {
-            Some(b) => self.record(y, &[x, w, b], Box::new(rule)),
-            None => self.record(y, &[x, w], Box::new(rule)),
-        })
+        let mut inputs = vec![x, w];
+        inputs.extend(bias);
+        inputs.extend(res);
+        Ok(self.record(y, &inputs, Box::new(rule)))
     }
     // ANCHOR_END: conv2d
 

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::engine::element::Element;
 use crate::engine::graph::{Backward, Graph};
-use crate::engine::tensor::{standard, Tensor};
+use crate::engine::tensor::Tensor;
 use crate::error::{Error, Result};
 
 struct ReshapeBack {
@@ -59,7 +59,9 @@ fn permuted<E: Element>(x: &ArrayD<E>, axes: &[usize]) -> ArrayD<E> {
         }
         let one = |(dst, src): (&mut [MaybeUninit<E>], &[E])| transpose_block(src, m, n, dst);
         if xs.len() >= crate::engine::par::PAR_MIN {
-            y.par_chunks_mut(m * n).zip(xs.par_chunks(m * n)).for_each(one);
+            y.par_chunks_mut(m * n)
+                .zip(xs.par_chunks(m * n))
+                .for_each(one);
         } else {
             y.chunks_mut(m * n).zip(xs.chunks(m * n)).for_each(one);
         }
