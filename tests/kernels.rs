@@ -204,19 +204,23 @@ proptest! {
         check_conv::<f32>(&g, seed, 1.0);
     }
 
-    /// The direct kernels (f32, stride 1, 3×3 with padding 1 or 1×1 without, AVX-512) agree
-    /// with the f64 reference to the same bound as every other path, on sizes that exercise
-    /// every tile shape: planes of `h·w` positions leaving 0, 1 or 2 vectors after the last
-    /// full 3-vector tile and a partial last vector, columns at both image edges (the masked
-    /// wrap-around), output channels not a multiple of the 8-row tile nor of the 16-lane
-    /// transpose block, weight-gradient blocks of 1, 2 or 3 vectors, and (1×1) input channels
-    /// not a multiple of the 9-row group.
+    /// The direct kernels (f32, AVX-512: stride 1, 3×3 with padding 1 or 1×1 without, and
+    /// the forward pass and weight gradient of 3×3 stride-2 convolutions) agree with the f64
+    /// reference to the same bound as every other path, on sizes that exercise every tile
+    /// shape: flat rows leaving 0, 1 or 2 vectors after the last full 3-vector tile and a
+    /// partial last vector, columns at both image edges (the masked wrap-around), planes whose
+    /// flat rows would idle lanes (the channels-in-lanes kernel: output channels in blocks of
+    /// 4, 2 and 1 vectors, position tiles of 5 and 10 with a partial last one), output channels
+    /// not a multiple of the 8-row tile nor of the 16-lane transpose block, weight-gradient
+    /// blocks of 1, 2 or 3 vectors, and (1×1) input channels not a multiple of the 9-row group.
     #[test]
-    fn direct_conv_matches_reference_f32(n in 1usize..4, ci in 1usize..30, co in 1usize..40, h in 1usize..20, w in 1usize..20, k3: bool, seed in 0u64..1000) {
+    fn direct_conv_matches_reference_f32(n in 1usize..4, ci in 1usize..30, co in 1usize..80, h in 1usize..20, w in 1usize..20, k3: bool, s2: bool, seed in 0u64..1000) {
         let (k, p) = if k3 { (3, 1) } else { (1, 0) };
-        let g = Conv2dGeom::new(n, ci, h, w, co, k, k, 1, p).unwrap();
+        let stride = if k3 && s2 { 2 } else { 1 };
+        let g = Conv2dGeom::new(n, ci, h, w, co, k, k, stride, p).unwrap();
         if kernels::direct::available() {
-            prop_assert!(kernels::conv::uses_direct::<f32>(&g));
+            prop_assert!(kernels::direct::forward_applies(&g) && kernels::direct::weight_applies(&g));
+            prop_assert_eq!(kernels::conv::uses_direct::<f32>(&g), stride == 1);
         }
         check_conv::<f32>(&g, seed, 1.0);
     }

@@ -365,7 +365,13 @@ fn as_f32_mut<E: Element>(s: &mut [E]) -> Option<&mut [f32]> {
 /// [`direct`] (f32, stride 1, 3×3 with padding 1 or 1×1 without, on a CPU with AVX-512F); otherwise they run
 /// as im2col + GEMM.
 pub fn uses_direct<E: Element>(g: &Conv2dGeom) -> bool {
-    TypeId::of::<E>() == TypeId::of::<f32>() && direct::applies(g) && direct::available()
+    direct_pass::<E>(g, direct::applies)
+}
+
+/// `true` when one pass of `g` (whose shapes `applies` accepts) runs on [`direct`]: f32 on a
+/// CPU with AVX-512F.
+fn direct_pass<E: Element>(g: &Conv2dGeom, applies: fn(&Conv2dGeom) -> bool) -> bool {
+    TypeId::of::<E>() == TypeId::of::<f32>() && applies(g) && direct::available()
 }
 
 /// `y[n,o,i,j] = bias[o] + Σ_{c,a,b} w[o,c,a,b] x[n,c,i·s+a-p,j·s+b-p]`; overwrites `y`.
@@ -379,7 +385,7 @@ pub fn conv2d_forward<E: Element>(
     bias: Option<&[E]>,
     y: &mut [E],
 ) {
-    if uses_direct::<E>(g) {
+    if direct_pass::<E>(g, direct::forward_applies) {
         check(g, x.len(), w.len(), y.len());
         let b = bias.map(|b| as_f32(b).unwrap());
         let (x, w) = (as_f32(x).unwrap(), as_f32(w).unwrap());
@@ -392,7 +398,7 @@ pub fn conv2d_forward<E: Element>(
 /// [`super::reference::conv2d_backward_input`]: [`direct::backward_input`] where
 /// [`uses_direct`], else [`conv2d_backward_input_gemm`].
 pub fn conv2d_backward_input<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E], dx: &mut [E]) {
-    if uses_direct::<E>(g) {
+    if direct_pass::<E>(g, direct::input_applies) {
         check(g, dx.len(), w.len(), dy.len());
         let (dy, w) = (as_f32(dy).unwrap(), as_f32(w).unwrap());
         return direct::backward_input(g, dy, w, as_f32_mut(dx).unwrap());
@@ -410,7 +416,7 @@ pub fn conv2d_backward_weight<E: Element>(
     dw: &mut [E],
     dbias: Option<&mut [E]>,
 ) {
-    if uses_direct::<E>(g) {
+    if direct_pass::<E>(g, direct::weight_applies) {
         check(g, x.len(), dw.len(), dy.len());
         if let Some(db) = dbias {
             assert_eq!(db.len(), g.c_out, "conv2d: bias-gradient length");
@@ -450,7 +456,7 @@ pub fn conv2d_forward_alloc<E: Element>(
     bias: Option<&[E]>,
 ) -> Vec<E> {
     let len = g.y_len();
-    if uses_direct::<E>(g) {
+    if direct_pass::<E>(g, direct::forward_applies) {
         check(g, x.len(), w.len(), len);
         let b = bias.map(|b| as_f32(b).unwrap());
         let (xf, wf) = (as_f32(x).unwrap(), as_f32(w).unwrap());
@@ -474,7 +480,7 @@ pub fn conv2d_forward_add_alloc<E: Element>(
 ) -> Vec<E> {
     let len = g.y_len();
     assert_eq!(res.len(), len, "conv2d: residual length");
-    if uses_direct::<E>(g) {
+    if direct_pass::<E>(g, direct::forward_applies) {
         check(g, x.len(), w.len(), len);
         let b = bias.map(|b| as_f32(b).unwrap());
         let (xf, wf, rf) = (as_f32(x).unwrap(), as_f32(w).unwrap(), as_f32(res).unwrap());
@@ -493,7 +499,7 @@ pub fn conv2d_forward_add_alloc<E: Element>(
 /// (as [`conv2d_forward_alloc`]).
 pub fn conv2d_backward_input_alloc<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E]) -> Vec<E> {
     let len = g.x_len();
-    if uses_direct::<E>(g) {
+    if direct_pass::<E>(g, direct::input_applies) {
         check(g, len, w.len(), dy.len());
         let (dyf, wf) = (as_f32(dy).unwrap(), as_f32(w).unwrap());
         return new_written_f32(len, |dx| direct::backward_input_uninit(g, dyf, wf, dx));
