@@ -360,7 +360,23 @@ proptest! {
         let q = rand_array(&mut r, &[b, lq, d], -2.0, 2.0);
         let k = rand_array(&mut r, &[b, lk, d], -2.0, 2.0);
         let v = rand_array(&mut r, &[b, lk, dv], -2.0, 2.0);
-        check(seed, vec![q, k, v], &|g, x| g.attention(&x[0], &x[1], &x[2]).unwrap());
+        check(seed, vec![q.clone(), k.clone(), v.clone()], &|g, x| g.attention(&x[0], &x[1], &x[2]).unwrap());
+        // The channel-major form: its own gradients, and the same values as the row form
+        // with every operand and the result transposed.
+        let t = |a: &ndarray::ArrayD<f64>| a.view().permuted_axes(ndarray::IxDyn(&[0, 2, 1])).as_standard_layout().into_owned();
+        let (qc, kc, vc) = (t(&q), t(&k), t(&v));
+        check(seed, vec![qc.clone(), kc.clone(), vc.clone()], &|g, x| g.attention_channels(&x[0], &x[1], &x[2]).unwrap());
+        let mut g = Graph::<f64>::new();
+        let rows = g.attention(&Tensor::constant(q), &Tensor::constant(k), &Tensor::constant(v)).unwrap();
+        let cols = g.attention_channels(&Tensor::constant(qc), &Tensor::constant(kc), &Tensor::constant(vc)).unwrap();
+        let want = t(rows.value());
+        for (a, b) in cols.value().iter().zip(want.iter()) {
+            // The same products, summed by GEMMs whose order may differ. Scores are sums of at
+            // most 3 products of size <= 4: they differ by at most 2·3·4·3ε ≈ 1.6e-14; the
+            // softmax weights then by at most twice that, and the outputs (averages of values
+            // <= 2, 3 terms) by at most ~1e-13 with the final sums' own rounding.
+            prop_assert!((a - b).abs() <= 1e-13, "{a} vs {b}");
+        }
     }
 
     /// Dropout (with a fixed seed the op is linear in x) and the MSE loss in both arguments.

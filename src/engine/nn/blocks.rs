@@ -183,17 +183,15 @@ impl AttnBlock {
             )));
         };
         let n = self.norm.forward(g, store, h)?;
-        // [B, C, H, W] -> [B, HW, C] (tokens as rows).
+        // [B, C, H, W] -> [B, C, HW]: tokens as columns, attention on the channel-major layout.
         let tokens = |conv: &Conv2d, g: &mut Graph<E>| -> Result<Tensor<E>> {
             let y = conv.forward(g, store, &n)?;
-            let y = g.reshape(&y, &[b, c, hh * ww])?;
-            g.transpose(&y, 1, 2)
+            g.reshape(&y, &[b, c, hh * ww])
         };
         let q = tokens(&self.q, g)?;
         let k = tokens(&self.k, g)?;
         let v = tokens(&self.v, g)?;
-        let a = g.attention(&q, &k, &v)?; // [B, HW, C]
-        let a = g.transpose(&a, 1, 2)?;
+        let a = g.attention_channels(&q, &k, &v)?; // [B, C, HW]
         let a = g.reshape(&a, &[b, c, hh, ww])?;
         // h + proj(a), the residual added inside the convolution.
         self.proj.forward_add(g, store, &a, h)

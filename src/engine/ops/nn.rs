@@ -86,4 +86,30 @@ impl<E: Element> Graph<E> {
         let a = self.softmax(&s, 2)?;
         self.matmul(&a, v)
     }
+
+    /// [`Graph::attention`] on channel-major tensors, as a 1×1 convolution leaves them:
+    /// `q`: `[B, d, Lq]`, `k`: `[B, d, Lk]`, `v`: `[B, dv, Lk]`; the result is `[B, dv, Lq]`,
+    /// `v softmax(q^T k / sqrt(d))^T`. The same function as transposing the inputs, calling
+    /// [`Graph::attention`] and transposing back, without the four transposes (the products
+    /// read their operands transposed).
+    pub fn attention_channels(
+        &mut self,
+        q: &Tensor<E>,
+        k: &Tensor<E>,
+        v: &Tensor<E>,
+    ) -> Result<Tensor<E>> {
+        if q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3 || k.shape()[2] != v.shape()[2] {
+            return Err(Error::Shape(format!(
+                "attention_channels: q {:?}, k {:?}, v {:?}",
+                q.shape(),
+                k.shape(),
+                v.shape()
+            )));
+        }
+        let d = q.shape()[1];
+        let s = self.matmul_t(q, k, true, false)?; // [B, Lq, Lk]
+        let s = self.mul_scalar(&s, 1.0 / (d.max(1) as f64).sqrt());
+        let a = self.softmax(&s, 2)?;
+        self.matmul_t(v, &a, false, true)
+    }
 }
