@@ -548,3 +548,40 @@ fn last_two_axes_swap_is_the_transpose_and_sends_the_gradient_back() {
         }
     }
 }
+
+/// Softmax over the last axis of a batch above the parallel threshold (rows split over the
+/// pool, as attention's [64, 49, 49] scores are) gives exactly the row-by-row definition
+/// computed in the same order (max, shifted exponentials, their sum, division), and its
+/// backward exactly `y (dy - <dy, y>)` row by row.
+#[test]
+fn softmax_rows_in_parallel_equal_the_row_definition() {
+    let mut r = rng::seeded(77);
+    let (b, m, n) = (64, 49, 49);
+    let x: ArrayD<f32> = rand_array(&mut r, &[b, m, n], -4.0, 4.0);
+    let dy: ArrayD<f32> = rand_array(&mut r, &[b, m, n], -1.0, 1.0);
+    let mut g = Graph::<f32>::new();
+    let xt = g.leaf(x.clone());
+    let y = g.softmax(&xt, 2).unwrap();
+    let l = g.mul(&y, &Tensor::constant(dy.clone())).unwrap();
+    let l = g.sum(&l, &[0, 1, 2], false).unwrap();
+    let grads = g.backward(&l).unwrap();
+    let (xs, ys, dys) = (
+        x.as_slice().unwrap(),
+        y.value().as_slice().unwrap(),
+        dy.as_slice().unwrap(),
+    );
+    let dx = grads.wrt(&xt).unwrap().as_slice().unwrap().to_vec();
+    for k in 0..b * m {
+        let row = &xs[k * n..(k + 1) * n];
+        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        let e: Vec<f32> = row.iter().map(|&v| (v - mx).exp()).collect();
+        let s: f32 = e.iter().copied().sum();
+        let want: Vec<f32> = e.iter().map(|&v| v / s).collect();
+        assert_eq!(&ys[k * n..(k + 1) * n], &want[..], "row {k}");
+        let dyr = &dys[k * n..(k + 1) * n];
+        let dot: f32 = dyr.iter().zip(&want).map(|(&a, &b)| a * b).sum();
+        for j in 0..n {
+            assert_eq!(dx[k * n + j], want[j] * (dyr[j] - dot), "row {k}, {j}");
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! Nearest-neighbour upsampling by 2 in both directions, on `planes × h × w` tensors (an NCHW
 //! tensor is `n·c` planes): `y[p, 2r+a, 2s+b] = x[p, r, s]` for `a, b ∈ {0, 1}`.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::engine::element::Element;
@@ -13,6 +15,18 @@ pub fn upsample_nearest2x_forward<E: Element>(
     w: usize,
     y: &mut [E],
 ) {
+    upsample_nearest2x_forward_uninit(x, planes, h, w, super::as_uninit(y))
+}
+
+/// [`upsample_nearest2x_forward`] into memory that need not be initialised: every element
+/// of `y` is written.
+pub fn upsample_nearest2x_forward_uninit<E: Element>(
+    x: &[E],
+    planes: usize,
+    h: usize,
+    w: usize,
+    y: &mut [MaybeUninit<E>],
+) {
     assert_eq!(x.len(), planes * h * w, "upsample: input length");
     assert_eq!(y.len(), 4 * planes * h * w, "upsample: output length");
     if h * w == 0 {
@@ -23,11 +37,16 @@ pub fn upsample_nearest2x_forward<E: Element>(
         .for_each(|(yp, xp)| {
             for (rows, xr) in yp.chunks_exact_mut(4 * w).zip(xp.chunks_exact(w)) {
                 let (top, bottom) = rows.split_at_mut(2 * w);
-                for (pair, &v) in top.chunks_exact_mut(2).zip(xr) {
-                    pair[0] = v;
-                    pair[1] = v;
+                for ((t, b), &v) in top
+                    .chunks_exact_mut(2)
+                    .zip(bottom.chunks_exact_mut(2))
+                    .zip(xr)
+                {
+                    t[0].write(v);
+                    t[1].write(v);
+                    b[0].write(v);
+                    b[1].write(v);
                 }
-                bottom.copy_from_slice(top);
             }
         });
 }

@@ -200,21 +200,10 @@ impl<E: Element> Graph<E> {
                 x.shape()
             )));
         };
-        let mut y = crate::engine::par::zeros(n * c * 4 * h * w);
-        let xs = x.as_slice();
-        let plane = |(p, yp): (usize, &mut [E])| {
-            let xp = &xs[p * h * w..(p + 1) * h * w];
-            for i in 0..2 * h {
-                for j in 0..2 * w {
-                    yp[i * 2 * w + j] = xp[(i / 2) * w + j / 2];
-                }
-            }
-        };
-        if y.len() >= crate::engine::par::PAR_MIN {
-            y.par_chunks_mut(4 * h * w).enumerate().for_each(plane);
-        } else {
-            y.chunks_mut(4 * h * w).enumerate().for_each(plane);
-        }
+        // Every element is written (when a plane is empty, so is `y`).
+        let y = crate::engine::par::written(n * c * 4 * h * w, |y| {
+            kernels::upsample::upsample_nearest2x_forward_uninit(x.as_slice(), n * c, h, w, y)
+        });
         let y = ArrayD::from_shape_vec(IxDyn(&[n, c, 2 * h, 2 * w]), y).unwrap();
         Ok(self.record(
             y,
@@ -290,7 +279,9 @@ impl<E: Element> Backward<E> for Pool2Back {
         let [n, c, h, w] = self.shape;
         let gs = g.as_slice().unwrap();
         let dx = if self.up {
-            pool_sum(gs, n * c, 2 * h, 2 * w, E::one())
+            let mut dx = crate::engine::par::zeros(n * c * h * w);
+            kernels::upsample_nearest2x_backward(gs, n * c, h, w, &mut dx);
+            dx
         } else {
             let q = <E as Element>::from_f64(0.25);
             let mut dx = crate::engine::par::zeros(n * c * h * w);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
+use rayon::prelude::*;
 
 use crate::engine::element::Element;
 use crate::engine::graph::{Backward, Graph};
@@ -100,11 +101,31 @@ impl<E: Element> Graph<E> {
             )));
         }
         let mut y = (*x.value).clone();
-        for mut lane in y.lanes_mut(Axis(axis)) {
-            let m = lane.fold(E::neg_infinity(), |m, &v| m.max(v));
-            lane.mapv_inplace(|v| (v - m).exp());
+        let n = x.shape()[axis];
+        // A row `[m, …]` as a slice: exponentiate its shifts from the maximum, normalise.
+        let row = |lane: &mut [E]| {
+            let m = lane.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
+            lane.iter_mut().for_each(|v| *v = (*v - m).exp());
             let s: E = lane.iter().copied().sum();
-            lane.mapv_inplace(|v| v / s);
+            lane.iter_mut().for_each(|v| *v /= s);
+        };
+        match y.as_slice_mut() {
+            // The last axis of a standard-layout array: contiguous rows, split over the pool.
+            Some(ys) if axis + 1 == x.ndim() && n > 0 => {
+                if ys.len() >= crate::engine::par::PAR_MIN {
+                    ys.par_chunks_mut(n).for_each(row);
+                } else {
+                    ys.chunks_mut(n).for_each(row);
+                }
+            }
+            _ => {
+                for mut lane in y.lanes_mut(Axis(axis)) {
+                    let m = lane.fold(E::neg_infinity(), |m, &v| m.max(v));
+                    lane.mapv_inplace(|v| (v - m).exp());
+                    let s: E = lane.iter().copied().sum();
+                    lane.mapv_inplace(|v| v / s);
+                }
+            }
         }
         let y = Arc::new(y);
         let rule = SoftmaxBack {
@@ -123,6 +144,26 @@ struct SoftmaxBack<E: Element> {
 
 impl<E: Element> Backward<E> for SoftmaxBack<E> {
     fn backward(self: Box<Self>, mut g: ArrayD<E>, _: &[bool]) -> Vec<Option<ArrayD<E>>> {
+        let n = g.shape()[self.axis];
+        let last = self.axis + 1 == g.ndim() && n > 0;
+        if let (true, Some(ys)) = (last, self.y.as_slice()) {
+            if let Some(gs) = g.as_slice_mut() {
+                // Contiguous rows, split over the pool: `dot` is summed in the same order as
+                // below.
+                let row = |(gl, yl): (&mut [E], &[E])| {
+                    let dot: E = gl.iter().zip(yl).map(|(&a, &b)| a * b).sum();
+                    gl.iter_mut()
+                        .zip(yl)
+                        .for_each(|(g, &y)| *g = y * (*g - dot));
+                };
+                if gs.len() >= crate::engine::par::PAR_MIN {
+                    gs.par_chunks_mut(n).zip(ys.par_chunks(n)).for_each(row);
+                } else {
+                    gs.chunks_mut(n).zip(ys.chunks(n)).for_each(row);
+                }
+                return vec![Some(g)];
+            }
+        }
         let ax = Axis(self.axis);
         Zip::from(g.lanes_mut(ax))
             .and(self.y.lanes(ax))
