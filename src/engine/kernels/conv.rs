@@ -418,12 +418,12 @@ pub fn conv2d_backward_weight<E: Element>(
 ) {
     if direct_pass::<E>(g, direct::weight_applies) {
         check(g, x.len(), dw.len(), dy.len());
-        if let Some(db) = dbias {
+        if let Some(db) = &dbias {
             assert_eq!(db.len(), g.c_out, "conv2d: bias-gradient length");
-            bias_grad(dy, g.n, g.c_out, g.h_out() * g.w_out(), db);
         }
         let (x, dy) = (as_f32(x).unwrap(), as_f32(dy).unwrap());
-        return direct::backward_weight(g, x, dy, as_f32_mut(dw).unwrap());
+        let db = dbias.map(|db| as_f32_mut(db).unwrap());
+        return direct::backward_weight(g, x, dy, as_f32_mut(dw).unwrap(), db);
     }
     conv2d_backward_weight_gemm(g, x, dy, dw, dbias)
 }

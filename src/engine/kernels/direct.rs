@@ -699,7 +699,8 @@ impl Framed {
 /// Adds one image's contribution to a `9 × OV` tile of the weight gradient, output
 /// channels in the lanes: `acc[t][v] += Σ_{i,j} dyt[(i·wo + j)·ldo + 16v ..] ·
 /// xc[i·st·s + j·st + offs[t]]` (the second factor broadcast), output positions in
-/// row-major order.
+/// row-major order; with `B`, also the bias gradient `accb[v] += Σ_{i,j} dyt[(i·wo + j)·ldo
+/// + 16v ..]`.
 ///
 /// # Safety
 /// AVX-512F; `dyt` readable at `(ho·wo - 1)·ldo + 16·OV`, `xc` at
@@ -707,15 +708,17 @@ impl Framed {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn wgrad_image<const OV: usize>(
+unsafe fn wgrad_image<const OV: usize, const B: bool>(
     fr: &Framed,
     dyt: *const f32,
     ldo: usize,
     xc: *const f32,
     offs: &[usize; 9],
     acc: &mut [[__m512; OV]; 9],
+    accb: &mut [__m512; OV],
 ) {
     let mut a = *acc;
+    let mut ab = *accb;
     for i in 0..fr.ho {
         for j in 0..fr.wo {
             let d_row = dyt.add((i * fr.wo + j) * ldo);
@@ -730,18 +733,25 @@ unsafe fn wgrad_image<const OV: usize>(
                     *a = _mm512_fmadd_ps(xb, d, *a);
                 }
             }
+            if B {
+                for (a, &d) in ab.iter_mut().zip(&d) {
+                    *a = _mm512_add_ps(*a, d);
+                }
+            }
         }
     }
     *acc = a;
+    *accb = ab;
 }
 
 /// One image's weight gradient for the `16·OV` output channels of a block and the nine
 /// broadcast rows `xc + offs[t]`, written (`first`, the chunk's first image) or added
 /// lane-wise to `accm` (`9 × OV` vectors, row-major): the running sum over the images of a
-/// chunk.
+/// chunk; given `accb`, the bias gradient of the block's channels likewise.
 ///
 /// # Safety
-/// As [`wgrad_image`], and `accm` has `9·16·OV` floats, initialised unless `first`.
+/// As [`wgrad_image`], and `accm` has `9·16·OV` floats (`accb`, `16·OV`), initialised
+/// unless `first`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -752,19 +762,33 @@ unsafe fn wgrad_block<const OV: usize>(
     xc: *const f32,
     offs: &[usize; 9],
     accm: &mut [MaybeUninit<f32>],
+    accb: Option<&mut [MaybeUninit<f32>]>,
     first: bool,
 ) {
     debug_assert_eq!(accm.len(), 9 * OV * L);
     let mut acc = [[_mm512_setzero_ps(); OV]; 9];
-    wgrad_image::<OV>(fr, dyt.as_ptr(), ldo, xc, offs, &mut acc);
+    let mut ab = [_mm512_setzero_ps(); OV];
+    if accb.is_some() {
+        wgrad_image::<OV, true>(fr, dyt.as_ptr(), ldo, xc, offs, &mut acc, &mut ab);
+    } else {
+        wgrad_image::<OV, false>(fr, dyt.as_ptr(), ldo, xc, offs, &mut acc, &mut ab);
+    }
+    let put = |m: *mut f32, a: __m512| {
+        if first {
+            _mm512_storeu_ps(m, a);
+        } else {
+            _mm512_storeu_ps(m, _mm512_add_ps(_mm512_loadu_ps(m), a));
+        }
+    };
     for (t, row) in acc.iter().enumerate() {
         for (v, a) in row.iter().enumerate() {
-            let m = accm.as_mut_ptr().add((t * OV + v) * L).cast::<f32>();
-            if first {
-                _mm512_storeu_ps(m, *a);
-            } else {
-                _mm512_storeu_ps(m, _mm512_add_ps(_mm512_loadu_ps(m), *a));
-            }
+            put(accm.as_mut_ptr().add((t * OV + v) * L).cast::<f32>(), *a);
+        }
+    }
+    if let Some(accb) = accb {
+        debug_assert_eq!(accb.len(), OV * L);
+        for (v, a) in ab.iter().enumerate() {
+            put(accb.as_mut_ptr().add(v * L).cast::<f32>(), *a);
         }
     }
 }
@@ -1083,12 +1107,19 @@ fn lanes_correlate(
 /// `9 rows × OV vectors` adds `x[row] · dyt[position, o..o+16]`, the input value broadcast.
 /// The nine rows are the nine taps of one input channel (3×3) or nine input channels (1×1).
 /// The batch is cut into chunks of [`partial_chunk_len`] images; each lane sums its chunk's
-/// images and positions in order, and the chunk partials are added in chunk order. (The bias
-/// gradient is [`super::bias_grad`].)
+/// images and positions in order, and the chunk partials are added in chunk order. Given
+/// `dbias`, the bias gradient `Σ_{n,i,j} dy[n,o,i,j]` comes in the same pass (one more
+/// vector per block of the first group, added without a product) and in the same order.
 ///
 /// # Panics
 /// As [`forward`].
-pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+pub fn backward_weight(
+    g: &Conv2dGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    dbias: Option<&mut [f32]>,
+) {
     assert!(
         weight_applies(g) && available(),
         "direct conv: no weight-gradient kernel for {g:?} on this CPU"
@@ -1097,6 +1128,9 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     assert_eq!(x.len(), g.x_len(), "direct conv: input length");
     assert_eq!(dy.len(), g.y_len(), "direct conv: output-gradient length");
     assert_eq!(dw.len(), g.w_len(), "direct conv: weight-gradient length");
+    if let Some(db) = &dbias {
+        assert_eq!(db.len(), g.c_out, "direct conv: bias-gradient length");
+    }
     let fr = Framed::new(g);
     // Input planes `hw` floats, output planes `hwo`.
     let (n, ci, co, hw, hwo) = (g.n, g.c_in, g.c_out, g.h * g.w, fr.ho * fr.wo);
@@ -1131,7 +1165,11 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     // Each chunk's partial sums stay in the kernel's lane layout: per group, per block, 9
     // rows times the block's vectors (`9·ldo` floats per group). They are added in chunk
     // order, then reordered into OIHW once.
-    let al = groups * 9 * ldo;
+    // With a bias, `ldo` more floats per chunk: the lane-wise sums of `dy`, accumulated with
+    // the first group.
+    let want_b = dbias.is_some();
+    let aw = groups * 9 * ldo;
+    let al = aw + if want_b { ldo } else { 0 };
     // Every element is written by the first image of its chunk (no zero fill first).
     let partials = crate::engine::par::written::<f32>(al * n_chunks, |partials| {
         partials.par_chunks_mut(al).enumerate().for_each_init(
@@ -1159,8 +1197,10 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                         let (base, offs) = group(gi);
                         let xc = planes[base..].as_ptr();
                         for &(o0, nv) in &blocks {
+                            let (aws, abs) = accm.split_at_mut(aw);
                             let am =
-                                &mut accm[gi * 9 * ldo + 9 * o0..gi * 9 * ldo + 9 * (o0 + nv * L)];
+                                &mut aws[gi * 9 * ldo + 9 * o0..gi * 9 * ldo + 9 * (o0 + nv * L)];
+                            let ab = (want_b && gi == 0).then(|| &mut abs[o0..o0 + nv * L]);
                             let d = &dyt[o0..];
                             // SAFETY: AVX-512F was checked by `check`; the rows of `d` are `ldo`
                             // apart and the block's vectors end at `o0 + 16·nv <= ldo`. Reads of
@@ -1169,9 +1209,15 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                             // (`(ho-1)·st <= h - 1`); 1×1, `(ci-1)·hw + hw - 1`.
                             unsafe {
                                 match nv {
-                                    1 => wgrad_block::<1>(&fr, d, ldo, xc, &offs, am, img == lo),
-                                    2 => wgrad_block::<2>(&fr, d, ldo, xc, &offs, am, img == lo),
-                                    _ => wgrad_block::<3>(&fr, d, ldo, xc, &offs, am, img == lo),
+                                    1 => {
+                                        wgrad_block::<1>(&fr, d, ldo, xc, &offs, am, ab, img == lo)
+                                    }
+                                    2 => {
+                                        wgrad_block::<2>(&fr, d, ldo, xc, &offs, am, ab, img == lo)
+                                    }
+                                    _ => {
+                                        wgrad_block::<3>(&fr, d, ldo, xc, &offs, am, ab, img == lo)
+                                    }
                                 }
                             }
                         }
@@ -1182,6 +1228,9 @@ pub fn backward_weight(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     });
     let mut sum = vec![0f32; al];
     reduce_in_order(&partials, &mut sum);
+    if let Some(db) = dbias {
+        db.copy_from_slice(&sum[aw..aw + co]);
+    }
     // Row `t` of group `gi` is input channel `c`, tap `tap`: 3×3, the nine taps of channel
     // `gi`; 1×1, channels `9·gi + t` (the rows past `ci` are unused).
     for gi in 0..groups {
