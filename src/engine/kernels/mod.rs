@@ -8,6 +8,7 @@ pub mod activation;
 pub mod conv;
 pub mod direct;
 pub mod group_norm;
+pub mod lanes;
 pub mod linear;
 pub mod reduce;
 pub mod reference;
