@@ -1,6 +1,6 @@
 //! The tape and reverse-mode differentiation.
 //!
-//! A [`Graph`] records, for every op whose inputs need gradients, a [`Backward`] rule holding
+//! A [`Graph`] records, for every op whose inputs need gradients, a `Backward` rule holding
 //! exactly the values that rule needs (shared, not copied). Values themselves live in the
 //! [`Tensor`] handles, so an intermediate no rule saved is freed as soon as its handles drop.
 //! [`Graph::backward`] walks the tape in reverse, dropping each rule and each intermediate

@@ -1,5 +1,5 @@
 //! The engine's hot kernels. Every fast kernel here has a slow, obviously correct twin in
-//! [`reference`] and is tested against it.
+//! [`mod@reference`] and is tested against it.
 //!
 //! Layouts follow PyTorch: activations NCHW, convolution weights OIHW, all contiguous
 //! row-major.

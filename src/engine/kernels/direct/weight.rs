@@ -123,7 +123,7 @@ unsafe fn wgrad_block<const OV: usize>(
 /// vector per block of the first group, added without a product) and in the same order.
 ///
 /// # Panics
-/// As [`forward`].
+/// As [`super::forward`].
 pub fn backward_weight(
     g: &Conv2dGeom,
     x: &[f32],
