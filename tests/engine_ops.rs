@@ -443,11 +443,28 @@ fn bad_shapes_and_parameters_are_typed_errors() {
     let x2 = Tensor::<f64>::zeros(&[2, 3, 3, 3]);
     let w1 = Tensor::<f64>::zeros(&[4, 3, 1, 1]);
     // Channel-major attention: q, k [B, d, L], v [B, dv, Lk] with the same Lk as k.
-    let (q3, k3) = (Tensor::<f64>::zeros(&[2, 4, 5]), Tensor::<f64>::zeros(&[2, 4, 6]));
-    assert!(g.attention_channels(&q3, &k3, &Tensor::zeros(&[2, 3, 6])).is_ok());
-    assert!(shape(g.attention_channels(&q3, &k3, &Tensor::zeros(&[2, 3, 5]))));
-    assert!(shape(g.attention_channels(&q3, &k3, &Tensor::zeros(&[2, 3]))));
-    assert!(shape(g.attention_channels(&q3, &Tensor::zeros(&[2, 3, 6]), &Tensor::zeros(&[2, 3, 6]))));
+    let (q3, k3) = (
+        Tensor::<f64>::zeros(&[2, 4, 5]),
+        Tensor::<f64>::zeros(&[2, 4, 6]),
+    );
+    assert!(g
+        .attention_channels(&q3, &k3, &Tensor::zeros(&[2, 3, 6]))
+        .is_ok());
+    assert!(shape(g.attention_channels(
+        &q3,
+        &k3,
+        &Tensor::zeros(&[2, 3, 5])
+    )));
+    assert!(shape(g.attention_channels(
+        &q3,
+        &k3,
+        &Tensor::zeros(&[2, 3])
+    )));
+    assert!(shape(g.attention_channels(
+        &q3,
+        &Tensor::zeros(&[2, 3, 6]),
+        &Tensor::zeros(&[2, 3, 6])
+    )));
     // A fused residual must have the output's shape [2, 4, 3, 3].
     let res = Tensor::<f64>::zeros(&[2, 4, 3, 3]);
     assert!(g.conv2d_add(&x2, &w1, None, 1, 0, &res).is_ok());
