@@ -33,7 +33,8 @@ pub(super) fn pack_lanes(
 }
 
 /// Input channels per pass of the channels-in-lanes kernel: at 3×3 and 4 vectors, the
-/// weights of 8 channels are 18 KiB, which stay in L1 while every position tile of the image uses them.
+/// weights of 8 channels are 18 KiB, which stay in L1 while every position tile of the image
+/// uses them.
 const LANES_CHUNK: usize = 8;
 
 /// The channels-in-lanes correlation of `n` images (`src`, NCHW, `k_in` planes framed as
@@ -91,19 +92,10 @@ pub(super) fn lanes_correlate(
         .zip(src.par_chunks(in_img))
         .enumerate()
         .for_each_init(
-            || {
-                (
-                    vec![0f32; if k == 3 { k_in * fr.pl } else { 0 }],
-                    vec![0f32; rows * ldo],
-                )
-            },
+            || (vec![0f32; k_in * fr.pl], vec![0f32; rows * ldo]),
             |(xp, buf), (img, (d, s))| {
-                let planes: &[f32] = if k == 3 {
-                    fr.pad(k_in, s, xp);
-                    xp
-                } else {
-                    s
-                };
+                fr.pad(k_in, s, xp);
+                let planes: &[f32] = xp;
                 let brow = bias.map(|b| {
                     if b.len() == k_out {
                         b
