@@ -376,8 +376,8 @@ fn direct_pass<E: Element>(g: &Conv2dGeom, applies: fn(&Conv2dGeom) -> bool) -> 
 
 /// `y[n,o,i,j] = bias[o] + Σ_{c,a,b} w[o,c,a,b] x[n,c,i·s+a-p,j·s+b-p]`; overwrites `y`.
 /// The bias is per channel or per image and channel ([`super::bias_at`]).
-/// Same contract as [`super::reference::conv2d_forward`]: [`direct::forward`] where
-/// [`uses_direct`], else [`conv2d_forward_gemm`].
+/// Same contract as [`super::reference::conv2d_forward`]: [`direct::forward`] where f32 on
+/// AVX-512 and [`direct::forward_applies`], else [`conv2d_forward_gemm`].
 pub fn conv2d_forward<E: Element>(
     g: &Conv2dGeom,
     x: &[E],
@@ -395,8 +395,8 @@ pub fn conv2d_forward<E: Element>(
 }
 
 /// Gradient with respect to the input; overwrites `dx`. Same contract as
-/// [`super::reference::conv2d_backward_input`]: [`direct::backward_input`] where
-/// [`uses_direct`], else [`conv2d_backward_input_gemm`].
+/// [`super::reference::conv2d_backward_input`]: [`direct::backward_input`] where f32 on
+/// AVX-512 and [`direct::input_applies`], else [`conv2d_backward_input_gemm`].
 pub fn conv2d_backward_input<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E], dx: &mut [E]) {
     if direct_pass::<E>(g, direct::input_applies) {
         check(g, dx.len(), w.len(), dy.len());
@@ -408,7 +408,8 @@ pub fn conv2d_backward_input<E: Element>(g: &Conv2dGeom, dy: &[E], w: &[E], dx: 
 
 /// Gradients with respect to the weight and (optionally) the bias; overwrites both. Same
 /// contract as [`super::reference::conv2d_backward_weight`]: [`direct::backward_weight`]
-/// and [`bias_grad`] where [`uses_direct`], else [`conv2d_backward_weight_gemm`].
+/// (bias gradient in the same pass) where f32 on AVX-512 and [`direct::weight_applies`], else
+/// [`conv2d_backward_weight_gemm`].
 pub fn conv2d_backward_weight<E: Element>(
     g: &Conv2dGeom,
     x: &[E],

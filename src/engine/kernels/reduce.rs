@@ -53,17 +53,7 @@ pub fn lane_sum_zip<E: Element>(xs: &[E], ys: &[E], f: impl Fn(E, E) -> E) -> E 
 
 /// Sum of a slice in the same order as [`lane_sum`], in a form that vectorises.
 pub fn slice_sum<E: Element>(xs: &[E]) -> E {
-    let mut acc = [E::zero(); 8];
-    let mut chunks = xs.chunks_exact(8);
-    for ch in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(ch) {
-            *a += v;
-        }
-    }
-    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += v;
-    }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    lane_sum_map(xs, |v| v)
 }
 
 // ANCHOR: bias_grad

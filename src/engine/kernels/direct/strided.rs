@@ -133,57 +133,33 @@ pub(super) fn lanes_correlate(
                             // <= rows`.
                             unsafe {
                                 let at = |i: usize| x.add(pos((q0 + i).min(hwo - 1)));
+                                // A tile of `$p` positions × `$ov` vectors (`$p` is
+                                // `lanes_positions($ov)`, the step of `q0`).
+                                macro_rules! tile {
+                                    ($p:literal, $ov:literal) => {{
+                                        debug_assert_eq!(p, $p);
+                                        let bs: [*const f32; $p] = std::array::from_fn(at);
+                                        let m: [u16; $ov] = std::array::from_fn(|v| omask[v]);
+                                        let first = c0 == 0;
+                                        lanes_tile::<$p, $ov>(
+                                            &bs,
+                                            fr.pl,
+                                            &offs,
+                                            w,
+                                            ldo,
+                                            b,
+                                            &m,
+                                            out,
+                                            ldo,
+                                            cs.clone(),
+                                            first,
+                                        )
+                                    }};
+                                }
                                 match nv {
-                                    4 => {
-                                        let bs: [*const f32; 5] = std::array::from_fn(at);
-                                        let m = [omask[0], omask[1], omask[2], omask[3]];
-                                        lanes_tile::<5, 4>(
-                                            &bs,
-                                            fr.pl,
-                                            &offs,
-                                            w,
-                                            ldo,
-                                            b,
-                                            &m,
-                                            out,
-                                            ldo,
-                                            cs.clone(),
-                                            c0 == 0,
-                                        )
-                                    }
-                                    2 => {
-                                        let bs: [*const f32; 10] = std::array::from_fn(at);
-                                        let m = [omask[0], omask[1]];
-                                        lanes_tile::<10, 2>(
-                                            &bs,
-                                            fr.pl,
-                                            &offs,
-                                            w,
-                                            ldo,
-                                            b,
-                                            &m,
-                                            out,
-                                            ldo,
-                                            cs.clone(),
-                                            c0 == 0,
-                                        )
-                                    }
-                                    _ => {
-                                        let bs: [*const f32; 10] = std::array::from_fn(at);
-                                        lanes_tile::<10, 1>(
-                                            &bs,
-                                            fr.pl,
-                                            &offs,
-                                            w,
-                                            ldo,
-                                            b,
-                                            &[omask[0]],
-                                            out,
-                                            ldo,
-                                            cs.clone(),
-                                            c0 == 0,
-                                        )
-                                    }
+                                    4 => tile!(5, 4),
+                                    2 => tile!(10, 2),
+                                    _ => tile!(10, 1),
                                 }
                             }
                         }

@@ -148,9 +148,14 @@ pub fn backward_weight(
     // Groups of nine broadcast rows: one input channel's taps `a·s + b` (3×3), or nine input
     // channels `c0 .. c0 + 9` (1×1; the last group repeats its last channel, unused).
     let groups = if k == 3 { ci } else { ci.div_ceil(9) };
+    let taps: [usize; 9] = if k == 3 {
+        fr.taps(3).try_into().expect("nine taps")
+    } else {
+        [0; 9]
+    };
     let group = |gi: usize| -> (usize, [usize; 9]) {
         if k == 3 {
-            (gi * fr.pl, std::array::from_fn(|t| (t / 3) * fr.s + t % 3))
+            (gi * fr.pl, taps)
         } else {
             let c0 = 9 * gi;
             (
